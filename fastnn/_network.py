@@ -1,0 +1,164 @@
+"""The engine-facing network: layer structure as int arrays, parameters in one buffer.
+
+Both the model API (``Sequential``) and the scikit-learn estimators drive training
+through :class:`Network`; it owns ``theta`` and hands kernels only plain arrays.
+"""
+
+import numpy as np
+
+from fastnn import kernels as K
+from fastnn.backends import get_backend
+
+ACTIVATION_CODES = {
+    "identity": K.IDENTITY,
+    "linear": K.IDENTITY,
+    "relu": K.RELU,
+    "logistic": K.LOGISTIC,
+    "sigmoid": K.LOGISTIC,
+    "tanh": K.TANH,
+    "softmax": K.SOFTMAX,
+}
+
+# Rows per block when predicting: bounds the scratch of predict_forward.
+PREDICT_BLOCK = 1024
+
+
+def layout(sizes):
+    """Offsets of each layer's ``w`` then each layer's ``b`` in the flat buffer."""
+    n_layers = len(sizes) - 1
+    offsets = np.zeros(2 * n_layers, dtype=np.int64)
+    pos = 0
+    for layer in range(n_layers):
+        offsets[layer] = pos
+        pos += sizes[layer] * sizes[layer + 1]
+    for layer in range(n_layers):
+        offsets[n_layers + layer] = pos
+        pos += sizes[layer + 1]
+    return offsets, pos
+
+
+class Network:
+    """Sizes, activation codes, dtype, backend and the flat parameter buffer ``theta``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first.
+    acts : sequence of int
+        Activation code per layer (``fastnn.kernels.RELU``...); the last is the output.
+    dtype : np.float32 or np.float64
+    backend : str
+        ``"numba"`` or ``"numpy"``.
+    """
+
+    def __init__(self, sizes, acts, dtype, backend):
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.acts = np.asarray(acts, dtype=np.int64)
+        self.dtype = dtype
+        self.backend = backend
+        self.engine = get_backend(backend)
+        self.offsets, n_params = layout([int(s) for s in self.sizes])
+        self.theta = np.zeros(n_params, dtype=dtype)
+
+    @property
+    def n_layers(self):
+        return len(self.sizes) - 1
+
+    def coefs(self, theta=None):
+        """Views ``w`` of shape (n_in, n_out) of each layer into ``theta``."""
+        theta = self.theta if theta is None else theta
+        out = []
+        for layer in range(self.n_layers):
+            n_in, n_out = int(self.sizes[layer]), int(self.sizes[layer + 1])
+            start = int(self.offsets[layer])
+            out.append(theta[start : start + n_in * n_out].reshape(n_in, n_out))
+        return out
+
+    def intercepts(self, theta=None):
+        """Views ``b`` of shape (n_out,) of each layer into ``theta``."""
+        theta = self.theta if theta is None else theta
+        out = []
+        for layer in range(self.n_layers):
+            start = int(self.offsets[self.n_layers + layer])
+            out.append(theta[start : start + int(self.sizes[layer + 1])])
+        return out
+
+    def init_glorot(self, random_state, factors):
+        """Glorot-uniform init in scikit-learn's draw order: per layer ``w`` then ``b``.
+
+        ``bound = sqrt(factor / (fan_in + fan_out))`` with ``factor`` 6, or 2 for
+        logistic layers (Glorot & Bengio, 2010). ``random_state`` is a NumPy
+        ``RandomState`` or ``Generator``; draws are float64, then cast.
+        """
+        for layer, (w, b) in enumerate(zip(self.coefs(), self.intercepts())):
+            fan_in, fan_out = w.shape
+            bound = np.sqrt(factors[layer] / (fan_in + fan_out))
+            w[...] = random_state.uniform(-bound, bound, (fan_in, fan_out))
+            b[...] = random_state.uniform(-bound, bound, fan_out)
+
+    def predict(self, x):
+        """Output activation for each row of a validated ``x``."""
+        out = np.empty((x.shape[0], int(self.sizes[-1])), dtype=self.dtype)
+        hidden = int(self.sizes[1:-1].sum())
+        work = np.empty(max(1, min(x.shape[0], PREDICT_BLOCK) * hidden), dtype=self.dtype)
+        self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts, work,
+                                    out)
+        return out
+
+    def loss_grad(self, x, y, sw, hyper, theta=None):
+        """Mean loss over ``x`` and its gradient (a new flat array)."""
+        theta = self.theta if theta is None else theta
+        grad = np.empty_like(theta)
+        work = np.empty(int(self.engine.workspace_size(self.sizes, x.shape[0])), self.dtype)
+        loss = self.engine.loss_grad(x, y, sw, theta, self.sizes, self.offsets, self.acts,
+                                     hyper, work, grad)
+        return float(loss), grad
+
+
+class Trainer:
+    """Workspace and optimizer state for one ``fit``: allocated once, reused each epoch."""
+
+    def __init__(self, net, batch_size, opt_code, state=None):
+        self.net = net
+        self.batch_size = batch_size
+        self.opt_code = opt_code
+        self.grad = np.empty_like(net.theta)
+        self.work = np.empty(int(net.engine.workspace_size(net.sizes, batch_size)), net.dtype)
+        if state is None:
+            state = (np.zeros_like(net.theta), np.zeros_like(net.theta))
+        self.m, self.v = state
+
+    def epoch(self, x, y, sw, order, hyper, t):
+        """Run one epoch over ``order``; return the summed (batch mean x length) loss."""
+        net = self.net
+        return float(net.engine.run_epoch(
+            x, y, sw, order, self.batch_size, net.theta, self.grad, self.m, self.v, net.sizes,
+            net.offsets, net.acts, hyper, t, self.opt_code, self.work))
+
+
+def make_hyper(dtype, *, lr=0.0, momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+               alpha=0.0, gscale=1.0):
+    """The kernels' ``hyper`` array (float64; order fixed by ``fastnn.kernels.HYPER_*``)."""
+    hyper = np.zeros(K.N_HYPER, dtype=np.float64)
+    hyper[K.HYPER_LR] = lr
+    hyper[K.HYPER_MOMENTUM] = momentum
+    hyper[K.HYPER_BETA_1] = beta_1
+    hyper[K.HYPER_BETA_2] = beta_2
+    hyper[K.HYPER_EPSILON] = epsilon
+    hyper[K.HYPER_ALPHA] = alpha
+    hyper[K.HYPER_GSCALE] = gscale
+    hyper[K.HYPER_CLIP_EPS] = np.finfo(dtype).eps
+    return hyper
+
+
+def output_loss(net, p, y, sw):
+    """Mean loss of output activations ``p`` against encoded targets ``y`` (no L2 term)."""
+    code = int(net.acts[-1])
+    eps = float(np.finfo(net.dtype).eps)
+    if code == K.SOFTMAX:
+        total = net.engine.xent_loss(p, y, sw, eps)
+    elif code == K.LOGISTIC:
+        total = net.engine.bce_loss(p, y, sw, eps)
+    else:
+        total = net.engine.mse_loss(p, y, sw)
+    return float(total) / float(sw.sum(dtype=np.float64))

@@ -1,0 +1,93 @@
+"""Input checks shared by the model API and the estimators.
+
+Everything a kernel will read is checked here, once per public call: dimensions,
+dtypes, finiteness, contiguity. Messages name the argument and what was wrong with it.
+"""
+
+import numbers
+
+import numpy as np
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def check_dtype(dtype):
+    """Normalize a dtype argument to ``np.float32`` or ``np.float64``."""
+    try:
+        key = np.dtype(dtype).name
+    except TypeError:
+        key = None
+    if key not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return DTYPES[key]
+
+
+def _as_numeric(a, name):
+    if hasattr(a, "toarray") or type(a).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse matrix; pass a dense array (X.toarray())")
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind in "biuf":
+        return arr
+    if kind == "c":
+        raise TypeError(f"{name} has complex dtype {arr.dtype}; fastnn needs real numbers")
+    if kind in "OUS":
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must hold numbers, got dtype {arr.dtype} with non-numeric values"
+            ) from None
+    raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+
+
+def check_finite(arr, name):
+    """Raise ValueError when ``arr`` holds NaN or infinity."""
+    if not np.isfinite(arr).all():
+        what = "NaN" if np.isnan(arr).any() else "infinity"
+        raise ValueError(f"{name} contains {what}; remove or impute non-finite values")
+
+
+def check_X(X, dtype, name="X", n_features=None):
+    """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``."""
+    arr = _as_numeric(X, name)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be 2-D (n_samples, n_features), got an array of shape {arr.shape}"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least 1 is required")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features; at least 1 is required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features}"
+        )
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite(out, name)
+    return out
+
+
+def check_positive_int(value, name, minimum=1):
+    """Return ``value`` as int, or raise if it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(value, name, low=None, high=None, low_open=False, high_open=False):
+    """Return ``value`` as float, or raise if it is not a real number in the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
+    return value

@@ -1,0 +1,408 @@
+"""The model API of the note: a list of dense layers, an optimizer, a loss.
+
+>>> model = Sequential([Dense(16, activation="relu"), Dense(3, activation="softmax")],
+...                    optimizer="adam", loss="categorical_crossentropy", seed=0)
+>>> history = model.fit(X, y, epochs=200, batch_size=16)   # doctest: +SKIP
+"""
+
+import time
+import warnings
+
+import numpy as np
+
+from fastnn import kernels as K
+from fastnn import optimizers as _optimizers
+from fastnn._network import ACTIVATION_CODES, Network, Trainer, make_hyper, output_loss
+from fastnn._validation import check_dtype, check_finite, check_positive_int, check_X
+from fastnn.backends import get_backend
+
+__all__ = ["Dense", "DivergenceWarning", "History", "Sequential"]
+
+# loss name -> the output activation it is fused with (the canonical pairs)
+LOSSES = {
+    "categorical_crossentropy": K.SOFTMAX,
+    "binary_crossentropy": K.LOGISTIC,
+    "mse": K.IDENTITY,
+    "mean_squared_error": K.IDENTITY,
+}
+_CODE_NAMES = {K.SOFTMAX: "softmax", K.LOGISTIC: "sigmoid", K.IDENTITY: "linear"}
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training produced a non-finite loss or weights; the model kept its last finite state."""
+
+
+class Dense:
+    """A fully connected layer: ``a = activation(x @ W + b)``.
+
+    Parameters
+    ----------
+    units : int
+        Number of outputs.
+    activation : str, default="linear"
+        One of ``"relu"``, ``"sigmoid"`` (or ``"logistic"``), ``"tanh"``,
+        ``"linear"`` (or ``"identity"``), ``"softmax"`` (output layer only).
+    """
+
+    def __init__(self, units, activation="linear"):
+        self.units = check_positive_int(units, "units")
+        if not isinstance(activation, str) or activation not in ACTIVATION_CODES:
+            raise ValueError(
+                f"unknown activation {activation!r}; expected one of {sorted(ACTIVATION_CODES)}"
+            )
+        self.activation = activation
+
+    @property
+    def code(self):
+        return ACTIVATION_CODES[self.activation]
+
+    def __repr__(self):
+        return f"Dense({self.units}, activation={self.activation!r})"
+
+
+class History:
+    """Per-epoch metrics of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``..."""
+
+    def __init__(self):
+        self.history = {"loss": []}
+        self.epoch = []
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+class Sequential:
+    """A multilayer perceptron trained by mini-batch gradient descent.
+
+    Parameters
+    ----------
+    layers : list of Dense
+        Hidden layers then the output layer; the input width is taken from the first
+        ``fit``.
+    optimizer : {"adam", "sgd"} or fastnn.optimizers.Adam / SGD, default="adam"
+    loss : {"categorical_crossentropy", "binary_crossentropy", "mse"}
+        Must match the output activation: softmax, sigmoid and linear respectively
+        (the pairs whose gradient at the output is ``prediction - target``).
+    backend : {"numba", "numpy"}, default="numba"
+        Same API and, in float64, the same numbers to about 1e-9.
+    dtype : {"float64", "float32"}, default="float64"
+    seed : int or None, default=None
+        Seeds the weight init and the shuffles: the same seed and data give the same
+        numbers, run after run.
+    """
+
+    def __init__(self, layers, *, optimizer="adam", loss="categorical_crossentropy",
+                 backend="numba", dtype="float64", seed=None):
+        layers = list(layers) if isinstance(layers, (list, tuple)) else layers
+        if not isinstance(layers, list) or not layers:
+            raise TypeError(f"layers must be a non-empty list of Dense, got {layers!r}")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layers[{i}] must be a fastnn.Dense, got {layer!r}")
+            if layer.code == K.SOFTMAX and i != len(layers) - 1:
+                raise ValueError(f"softmax is only supported on the output layer (layers[{i}])")
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+        if layers[-1].code != LOSSES[loss]:
+            raise ValueError(
+                f"loss {loss!r} needs a {_CODE_NAMES[LOSSES[loss]]!r} output layer, "
+                f"got activation {layers[-1].activation!r}"
+            )
+        if loss == "categorical_crossentropy" and layers[-1].units < 2:
+            raise ValueError("categorical_crossentropy needs an output layer of >= 2 units")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        self.layers = layers
+        self.optimizer = _optimizers.get(optimizer)
+        self.loss = loss
+        self.backend = backend
+        get_backend(backend)
+        self.dtype = check_dtype(dtype)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._net = None
+        self._trainer = None
+        self._t = 0
+        self.classes_ = None
+
+    # --- targets ----------------------------------------------------------------
+    @property
+    def _kind(self):
+        return {K.SOFTMAX: "multiclass", K.LOGISTIC: "binary", K.IDENTITY: "regression"}[
+            self.layers[-1].code]
+
+    def _fit_targets(self, y):
+        """Learn the label encoding from the first fit's ``y``."""
+        units = self.layers[-1].units
+        y = np.asarray(y)
+        if self._kind == "regression":
+            return
+        if y.ndim == 2 and y.shape[1] == units and units > 1:
+            self.classes_ = np.arange(units)  # one-hot / indicator rows
+            return
+        if y.ndim != 1:
+            raise ValueError(f"y must be 1-D labels or 2-D one-hot rows with {units} columns, "
+                             f"got shape {y.shape}")
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"y has {len(classes)} class(es); a classifier needs at least 2")
+        if self._kind == "binary":
+            if units != 1 or len(classes) != 2:
+                raise ValueError(
+                    f"binary_crossentropy with {units} output unit(s) needs 1-D y with exactly 2 "
+                    f"classes (or {units}-column 0/1 indicator rows), got {len(classes)} classes")
+            self.classes_ = classes
+            return
+        if y.dtype.kind in "iu" and classes[0] >= 0 and classes[-1] < units:
+            classes = np.arange(units)  # integer labels index the output units
+        if len(classes) != units:
+            raise ValueError(f"y has {len(classes)} classes but the output layer has {units} "
+                             f"units")
+        self.classes_ = classes
+
+    def _encode(self, y, n_samples, name="y"):
+        """Targets as a float matrix of shape (n_samples, units) in the model dtype."""
+        units = self.layers[-1].units
+        y = np.asarray(y)
+        if y.shape[:1] != (n_samples,):
+            raise ValueError(f"X and {name} have different numbers of samples: {n_samples} and "
+                             f"{y.shape[0] if y.ndim else 'a scalar'}")
+        if self._kind == "regression":
+            y2 = y.reshape(-1, 1) if y.ndim == 1 else y
+            if y2.ndim != 2 or y2.shape[1] != units:
+                raise ValueError(f"{name} must have {units} column(s) for this output layer, "
+                                 f"got shape {y.shape}")
+            out = check_X(y2, self.dtype, name=name)
+            return out
+        if y.ndim == 2:
+            if y.shape[1] != units or (self._kind == "binary" and units == 1):
+                raise ValueError(f"{name} has {y.shape[1]} columns but the output layer has "
+                                 f"{units} units")
+            out = check_X(y, self.dtype, name=name)
+            if not np.isin(out, (0, 1)).all():
+                raise ValueError(f"{name} given as 2-D rows must hold only 0 and 1 (one-hot)")
+            if self._kind == "multiclass" and not (out.sum(axis=1) == 1).all():
+                raise ValueError(f"{name} one-hot rows must each hold exactly one 1")
+            return out
+        if y.ndim != 1:
+            raise ValueError(f"{name} must be 1-D labels, got shape {y.shape}")
+        index = np.searchsorted(self.classes_, y)
+        index = np.clip(index, 0, len(self.classes_) - 1)
+        unseen = self.classes_[index] != y
+        if unseen.any():
+            raise ValueError(f"{name} holds labels the model was not fitted with: "
+                             f"{np.unique(y[unseen])[:5].tolist()}")
+        if self._kind == "binary":
+            return index.astype(self.dtype).reshape(-1, 1)
+        out = np.zeros((n_samples, units), dtype=self.dtype)
+        out[np.arange(n_samples), index] = 1
+        return out
+
+    # --- building -----------------------------------------------------------------
+    def _build(self, n_features):
+        sizes = [n_features] + [layer.units for layer in self.layers]
+        acts = [layer.code for layer in self.layers]
+        self._net = Network(sizes, acts, self.dtype, self.backend)
+        factors = [2.0 if code == K.LOGISTIC else 6.0 for code in acts]
+        self._net.init_glorot(self._rng, factors)
+
+    def _check_built(self, what):
+        if self._net is None:
+            raise ValueError(f"this Sequential model is not fitted yet; call fit before {what}")
+
+    def _hyper(self):
+        opt = self.optimizer
+        units = self.layers[-1].units
+        gscale = 1.0 / units if self._kind == "regression" else 1.0
+        if isinstance(opt, _optimizers.Adam):
+            return make_hyper(self.dtype, lr=opt.learning_rate, beta_1=opt.beta_1,
+                              beta_2=opt.beta_2, epsilon=opt.epsilon, gscale=gscale)
+        return make_hyper(self.dtype, lr=opt.learning_rate, momentum=opt.momentum,
+                          gscale=gscale)
+
+    def _opt_code(self):
+        opt = self.optimizer
+        if isinstance(opt, _optimizers.Adam):
+            return K.OPT_ADAM
+        return K.OPT_NESTEROV if opt.nesterov else K.OPT_SGD
+
+    # --- training -----------------------------------------------------------------
+    def fit(self, X, y, /, *, epochs=1, batch_size=32, validation_data=None, shuffle=True,
+            verbose=0):
+        """Train for ``epochs`` passes over ``(X, y)``; later calls continue training.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (int or str), one-hot rows, or regression targets.
+        epochs : int
+        batch_size : int
+            Larger than ``n_samples`` means one full batch.
+        validation_data : tuple (X_val, y_val), optional
+            Evaluated after every epoch into ``val_loss`` (and ``val_accuracy``).
+        shuffle : bool
+            Visit samples in a new random order each epoch (from ``seed``).
+        verbose : int
+            1 prints one line per epoch.
+
+        Returns
+        -------
+        History
+        """
+        epochs = check_positive_int(epochs, "epochs")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        fitted = self._net is not None
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]) if fitted else None)
+        if not fitted:
+            self._fit_targets(y)
+        Y = self._encode(y, X.shape[0])
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, y_val)")
+            Xv = check_X(validation_data[0], self.dtype, name="X_val", n_features=X.shape[1])
+            val = (Xv, validation_data[1], self._encode(validation_data[1], Xv.shape[0], "y_val"))
+        if not fitted:
+            self._build(X.shape[1])
+        n = X.shape[0]
+        batch_size = min(batch_size, n)
+        net = self._net
+        if self._trainer is None or self._trainer.batch_size != batch_size:
+            state = None if self._trainer is None else (self._trainer.m, self._trainer.v)
+            self._trainer = Trainer(net, batch_size, self._opt_code(), state)
+        trainer = self._trainer
+        hyper = self._hyper()
+        sw = np.ones(n, dtype=self.dtype)
+        ordered = np.arange(n, dtype=np.int64)
+        saved = [np.empty_like(a) for a in (net.theta, trainer.m, trainer.v)]
+        live = (net.theta, trainer.m, trainer.v)
+        history = History()
+        if val is not None:
+            history.history["val_loss"] = []
+            if self._kind != "regression":
+                history.history["val_accuracy"] = []
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            order = self._rng.permutation(n) if shuffle else ordered
+            for keep, arr in zip(saved, live):
+                np.copyto(keep, arr)
+            try:
+                total = trainer.epoch(X, Y, sw, order, hyper, self._t)
+            except KeyboardInterrupt:
+                for keep, arr in zip(saved, live):  # an epoch cut short is undone
+                    np.copyto(arr, keep)
+                raise
+            loss = total / n
+            if not (np.isfinite(loss) and np.isfinite(net.theta).all()):
+                for keep, arr in zip(saved, live):
+                    np.copyto(arr, keep)
+                warnings.warn(
+                    f"training diverged at epoch {epoch + 1} (loss = {loss}); stopped and kept "
+                    "the weights of the last finite epoch. Lower the learning rate.",
+                    DivergenceWarning, stacklevel=2)
+                break
+            self._t += -(-n // batch_size)
+            history.history["loss"].append(loss)
+            history.epoch.append(epoch)
+            line = f"Epoch {epoch + 1}/{epochs} - loss: {loss:.6f}"
+            if val is not None:
+                metrics = self._evaluate_encoded(val[0], val[1], val[2])
+                history.history["val_loss"].append(metrics["loss"])
+                line += f" - val_loss: {metrics['loss']:.6f}"
+                if "accuracy" in metrics:
+                    history.history["val_accuracy"].append(metrics["accuracy"])
+                    line += f" - val_accuracy: {metrics['accuracy']:.4f}"
+            if verbose:
+                print(f"{line} - {1e3 * (time.perf_counter() - start):.3f} ms", flush=True)
+        self.history_ = history
+        return history
+
+    # --- inference ------------------------------------------------------------------
+    def predict_proba(self, X, /):
+        """Output-layer activations: class probabilities (or regression values)."""
+        self._check_built("predict_proba")
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        return self._net.predict(X)
+
+    def predict(self, X, /):
+        """Class labels (classifiers) or predicted values (regression)."""
+        self._check_built("predict")
+        return self._decode(self.predict_proba(X))
+
+    def _decode(self, p):
+        if self._kind == "regression":
+            return p
+        if self._kind == "binary":
+            hit = p > 0.5
+            return self.classes_[hit[:, 0].astype(int)] if p.shape[1] == 1 else hit.astype(int)
+        return self.classes_[p.argmax(axis=1)]
+
+    def _evaluate_encoded(self, X, y, Y):
+        p = self._net.predict(X)
+        metrics = {"loss": output_loss(self._net, p, Y, np.ones(X.shape[0], self.dtype))}
+        if self._kind != "regression":
+            pred = self._decode(p)
+            truth = self._decode(Y) if np.ndim(y) == 2 else np.asarray(y)
+            hit = pred == truth
+            metrics["accuracy"] = float(hit.all(axis=1).mean() if hit.ndim == 2 else hit.mean())
+        return metrics
+
+    def evaluate(self, X, y, /):
+        """Mean loss and (for classifiers) accuracy: ``{"loss": .., "accuracy": ..}``."""
+        self._check_built("evaluate")
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        return self._evaluate_encoded(X, y, self._encode(y, X.shape[0]))
+
+    def loss_and_gradients(self, X, y, /):
+        """Mean loss on ``(X, y)`` and its gradients ``[dW1, db1, dW2, db2, ...]``.
+
+        The loss is the one ``fit`` minimizes; the gradients are exact (what a finite
+        difference of that loss converges to).
+        """
+        self._check_built("loss_and_gradients")
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        Y = self._encode(y, X.shape[0])
+        loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype), self._hyper())
+        return loss, self._pairs(grad)
+
+    # --- weights ----------------------------------------------------------------------
+    def _pairs(self, theta):
+        out = []
+        for w, b in zip(self._net.coefs(theta), self._net.intercepts(theta)):
+            out += [w, b]
+        return out
+
+    def get_weights(self):
+        """Copies ``[W1, b1, W2, b2, ...]``, ``W`` of shape (n_in, n_out)."""
+        self._check_built("get_weights")
+        return [a.copy() for a in self._pairs(self._net.theta)]
+
+    def set_weights(self, weights):
+        """Replace all parameters; ``weights`` as returned by :meth:`get_weights`."""
+        self._check_built("set_weights")
+        current = self._pairs(self._net.theta)
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(current):
+            raise ValueError(f"set_weights expects a list of {len(current)} arrays "
+                             f"[W1, b1, ...], got {type(weights).__name__} of length "
+                             f"{len(weights) if hasattr(weights, '__len__') else '?'}")
+        new = []
+        for i, (dst, src) in enumerate(zip(current, weights)):
+            arr = np.asarray(src)
+            if arr.shape != dst.shape:
+                raise ValueError(f"weights[{i}] has shape {arr.shape}, expected {dst.shape}")
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"weights[{i}] must be numeric, got dtype {arr.dtype}")
+            arr = arr.astype(self.dtype)
+            check_finite(arr, f"weights[{i}]")
+            new.append(arr)
+        for dst, src in zip(current, new):
+            dst[...] = src
+
+    def __repr__(self):
+        return (f"Sequential({self.layers!r}, optimizer={self.optimizer!r}, loss={self.loss!r}, "
+                f"backend={self.backend!r}, dtype={np.dtype(self.dtype).name!r}, "
+                f"seed={self.seed!r})")

@@ -1,0 +1,181 @@
+"""Activation kernels and their derivatives.
+
+Forward kernels map ``z`` to ``a`` elementwise (softmax: row-wise). Backward kernels
+take the activation ``a`` (not ``z``: every derivative here is a function of the
+output) and dL/da, and write dL/dz.
+
+Activation codes (``IDENTITY`` ...) describe a layer to the fused kernels, the way
+``sizes`` describes its width: one compiled epoch kernel serves every network.
+"""
+
+import numpy as np
+
+from ._jit import inline, kernel
+
+IDENTITY = 0
+RELU = 1
+LOGISTIC = 2
+TANH = 3
+SOFTMAX = 4
+
+
+@inline
+def _relu_rows(z, out):
+    zero = out.dtype.type(0)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            v = z[i, j]
+            out[i, j] = v if v > zero else zero
+
+
+@inline
+def _logistic_rows(z, out):
+    one = out.dtype.type(1)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            out[i, j] = one / (one + np.exp(-z[i, j]))
+
+
+@inline
+def _tanh_rows(z, out):
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            out[i, j] = np.tanh(z[i, j])
+
+
+@inline
+def _softmax_rows(z, out):
+    for i in range(z.shape[0]):
+        zmax = z[i, 0]
+        for j in range(1, z.shape[1]):
+            if z[i, j] > zmax:
+                zmax = z[i, j]
+        total = out.dtype.type(0)
+        for j in range(z.shape[1]):
+            e = np.exp(z[i, j] - zmax)
+            out[i, j] = e
+            total += e
+        for j in range(z.shape[1]):
+            out[i, j] /= total
+
+
+@inline
+def _log_softmax_rows(z, out):
+    for i in range(z.shape[0]):
+        zmax = z[i, 0]
+        for j in range(1, z.shape[1]):
+            if z[i, j] > zmax:
+                zmax = z[i, j]
+        total = out.dtype.type(0)
+        for j in range(z.shape[1]):
+            total += np.exp(z[i, j] - zmax)
+        shift = zmax + np.log(total)
+        for j in range(z.shape[1]):
+            out[i, j] = z[i, j] - shift
+
+
+@inline
+def _activate(code, z, out):
+    # out may be z itself: every branch reads an element before writing it.
+    if code == RELU:
+        _relu_rows(z, out)
+    elif code == LOGISTIC:
+        _logistic_rows(z, out)
+    elif code == TANH:
+        _tanh_rows(z, out)
+    elif code == SOFTMAX:
+        _softmax_rows(z, out)
+    else:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                out[i, j] = z[i, j]
+
+
+@inline
+def _derivative(code, a, grad, out):
+    # out = grad * f'(z), with f'(z) written in terms of a = f(z); out may be grad.
+    one = out.dtype.type(1)
+    zero = out.dtype.type(0)
+    if code == RELU:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = grad[i, j] if a[i, j] > zero else zero
+    elif code == LOGISTIC:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = grad[i, j] * a[i, j] * (one - a[i, j])
+    elif code == TANH:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = grad[i, j] * (one - a[i, j] * a[i, j])
+    else:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = grad[i, j]
+
+
+@kernel
+def identity_forward(z, out):
+    """Copy ``z`` into ``out`` (linear output of a regressor)."""
+    _activate(IDENTITY, z, out)
+
+
+@kernel
+def relu_forward(z, out):
+    """``out = max(z, 0)``; ``out`` may be ``z``."""
+    _relu_rows(z, out)
+
+
+@kernel
+def sigmoid_forward(z, out):
+    """Logistic sigmoid ``out = 1 / (1 + exp(-z))``; ``out`` may be ``z``."""
+    _logistic_rows(z, out)
+
+
+@kernel
+def tanh_forward(z, out):
+    """Hyperbolic tangent; ``out`` may be ``z``."""
+    _tanh_rows(z, out)
+
+
+@kernel
+def softmax_forward(z, out):
+    """Row-wise softmax, computed after subtracting each row's max (no overflow).
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_samples, n_classes)
+    out : ndarray of shape (n_samples, n_classes)
+        Overwritten with probabilities; rows sum to 1. May be ``z``.
+    """
+    _softmax_rows(z, out)
+
+
+@kernel
+def log_softmax_forward(z, out):
+    """Row-wise log-softmax ``z - max - log(sum(exp(z - max)))``; never -inf from overflow."""
+    _log_softmax_rows(z, out)
+
+
+@kernel
+def identity_backward(a, grad, out):
+    """``out = grad`` (the identity's derivative is 1)."""
+    _derivative(IDENTITY, a, grad, out)
+
+
+@kernel
+def relu_backward(a, grad, out):
+    """``out = grad * (a > 0)``, ``a`` the ReLU output; ``out`` may be ``grad``."""
+    _derivative(RELU, a, grad, out)
+
+
+@kernel
+def sigmoid_backward(a, grad, out):
+    """``out = grad * a * (1 - a)``, ``a`` the sigmoid output; ``out`` may be ``grad``."""
+    _derivative(LOGISTIC, a, grad, out)
+
+
+@kernel
+def tanh_backward(a, grad, out):
+    """``out = grad * (1 - a**2)``, ``a`` the tanh output; ``out`` may be ``grad``."""
+    _derivative(TANH, a, grad, out)

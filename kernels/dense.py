@@ -1,0 +1,127 @@
+"""Dense layer kernels: ``z = x @ w + b`` and its two backward products."""
+
+import numpy as np
+
+from ._jit import inline, kernel
+
+# Below this many multiply-adds a product runs in hand-written loops; above it, BLAS
+# through np.dot. BLAS costs a fixed ~1 us per call (dispatch, packing), which the
+# 4-16-16-3 iris net never earns back; digits' 32x64x128 products (262k) do.
+# Measured with `python benchmarks/matmul_threshold.py`, see README "Kernel notes".
+BLAS_MIN_WORK = 16384
+
+
+@inline
+def _matmul_bias(x, w, b, out):
+    n, n_in = x.shape
+    n_out = w.shape[1]
+    if n * n_in * n_out >= BLAS_MIN_WORK:
+        np.dot(x, w, out)
+        for i in range(n):
+            for j in range(n_out):
+                out[i, j] += b[j]
+    else:
+        for i in range(n):
+            for j in range(n_out):
+                out[i, j] = b[j]
+            for k in range(n_in):
+                xik = x[i, k]
+                for j in range(n_out):
+                    out[i, j] += xik * w[k, j]
+
+
+@inline
+def _grad_params(x, delta, w, alpha, denom, grad_w, grad_b):
+    # grad_w = (x.T @ delta + alpha * w) / denom ; grad_b = delta.sum(0) / denom
+    n, n_in = x.shape
+    n_out = delta.shape[1]
+    if n * n_in * n_out >= BLAS_MIN_WORK:
+        np.dot(x.T, delta, grad_w)
+    else:
+        for k in range(n_in):
+            for j in range(n_out):
+                grad_w[k, j] = 0
+        for i in range(n):
+            for k in range(n_in):
+                xik = x[i, k]
+                for j in range(n_out):
+                    grad_w[k, j] += xik * delta[i, j]
+    for k in range(n_in):
+        for j in range(n_out):
+            grad_w[k, j] = (grad_w[k, j] + alpha * w[k, j]) / denom
+    for j in range(n_out):
+        grad_b[j] = 0
+    for i in range(n):
+        for j in range(n_out):
+            grad_b[j] += delta[i, j]
+    for j in range(n_out):
+        grad_b[j] /= denom
+
+
+@inline
+def _grad_input(delta, w, out):
+    # out = delta @ w.T
+    n, n_out = delta.shape
+    n_in = w.shape[0]
+    if n * n_in * n_out >= BLAS_MIN_WORK:
+        np.dot(delta, w.T, out)
+    else:
+        for i in range(n):
+            for k in range(n_in):
+                acc = out.dtype.type(0)
+                for j in range(n_out):
+                    acc += delta[i, j] * w[k, j]
+                out[i, k] = acc
+
+
+@kernel
+def dense_forward(x, w, b, out):
+    """Affine map of a batch: ``out = x @ w + b``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_samples, n_in)
+    w : ndarray of shape (n_in, n_out)
+    b : ndarray of shape (n_out,)
+    out : ndarray of shape (n_samples, n_out)
+        Overwritten with the pre-activation ``z``.
+    """
+    _matmul_bias(x, w, b, out)
+
+
+@kernel
+def dense_backward(x, delta, w, alpha, denom, grad_w, grad_b):
+    """Parameter gradients of a dense layer, with an L2 term.
+
+    ``grad_w = (x.T @ delta + alpha * w) / denom`` and
+    ``grad_b = delta.sum(axis=0) / denom``; ``denom`` is the batch's
+    ``sum(sample_weight)``, so a mean loss gets a mean gradient.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_samples, n_in)
+        The layer's input (the previous layer's activation).
+    delta : ndarray of shape (n_samples, n_out)
+        dL/dz of this layer, unscaled (per-sample weights already applied).
+    w : ndarray of shape (n_in, n_out)
+    alpha, denom : float
+    grad_w : ndarray of shape (n_in, n_out)
+        Overwritten.
+    grad_b : ndarray of shape (n_out,)
+        Overwritten.
+    """
+    _grad_params(x, delta, w, alpha, denom, grad_w, grad_b)
+
+
+@kernel
+def dense_backward_input(delta, w, out):
+    """Back-propagate ``delta`` through the weights: ``out = delta @ w.T``.
+
+    Parameters
+    ----------
+    delta : ndarray of shape (n_samples, n_out)
+    w : ndarray of shape (n_in, n_out)
+    out : ndarray of shape (n_samples, n_in)
+        Overwritten with dL/da of the layer's input.
+    """
+    _grad_input(delta, w, out)

@@ -1,0 +1,289 @@
+"""Whole-network kernels: the fused training epoch, loss + gradients, and predict.
+
+The network reaches these kernels as plain arrays:
+
+- ``sizes`` (int64, n_layers + 1): widths, input first.
+- ``offsets`` (int64, 2 * n_layers): where layer l's ``w`` (``offsets[l]``) and ``b``
+  (``offsets[n_layers + l]``) start in the flat buffer ``theta``. All weights come
+  first, then all biases (scikit-learn's packing order, which its L-BFGS path uses).
+- ``acts`` (int64, n_layers): activation code per layer (``activations.IDENTITY``...);
+  the last one is the output and fixes the loss: SOFTMAX -> categorical
+  cross-entropy, LOGISTIC -> binary cross-entropy, IDENTITY -> squared error.
+- ``hyper`` (float64): ``[lr, momentum, beta_1, beta_2, epsilon, alpha, gscale,
+  clip_eps]``; see ``HYPER_*`` below.
+
+Per-layer codes instead of one kernel per architecture: a single compiled epoch serves
+every network, so the first fit in a fresh process loads one cache entry per dtype.
+"""
+
+import numpy as np
+
+from ._jit import inline, kernel
+from .activations import LOGISTIC, SOFTMAX, _activate, _derivative
+from .dense import _grad_input, _grad_params, _matmul_bias
+from .loss import _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
+from .optim import _adam, _nesterov, _sgd
+
+HYPER_LR = 0
+HYPER_MOMENTUM = 1
+HYPER_BETA_1 = 2
+HYPER_BETA_2 = 3
+HYPER_EPSILON = 4
+HYPER_ALPHA = 5
+HYPER_GSCALE = 6
+HYPER_CLIP_EPS = 7
+N_HYPER = 8
+
+OPT_SGD = 0
+OPT_NESTEROV = 1
+OPT_ADAM = 2
+
+
+@inline
+def _view(buf, start, rows, cols):
+    return buf[start : start + rows * cols].reshape((rows, cols))
+
+
+@inline
+def _forward(x, theta, sizes, offsets, acts, work, cap, out):
+    # Hidden activations go to work (layer l at rows*cols blocks of capacity cap);
+    # the last layer's z goes to out; out is left as the *pre-activation*.
+    n_layers = sizes.shape[0] - 1
+    nb = x.shape[0]
+    a_in = x
+    pos = 0
+    for layer in range(n_layers):
+        n_in = sizes[layer]
+        n_out = sizes[layer + 1]
+        w = _view(theta, offsets[layer], n_in, n_out)
+        b = theta[offsets[n_layers + layer] : offsets[n_layers + layer] + n_out]
+        if layer == n_layers - 1:
+            z = out
+        else:
+            z = _view(work, pos, nb, n_out)
+            pos += cap * n_out
+        _matmul_bias(a_in, w, b, z)
+        if layer < n_layers - 1:
+            _activate(acts[layer], z, z)
+        a_in = z
+
+
+@inline
+def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, grad):
+    # Mean loss of one batch (plus the L2 term) and its gradient into grad.
+    # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows.
+    n_layers = sizes.shape[0] - 1
+    nb = x.shape[0]
+    n_out = sizes[n_layers]
+    hidden = 0
+    widest = 0
+    for layer in range(1, n_layers + 1):
+        if layer < n_layers:
+            hidden += sizes[layer]
+        if sizes[layer] > widest:
+            widest = sizes[layer]
+    z_out = _view(work, cap * hidden, nb, n_out)
+    ping = cap * (hidden + n_out)
+    pong = ping + cap * widest
+    _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
+
+    delta = _view(work, ping, nb, n_out)
+    out_code = acts[n_layers - 1]
+    if out_code == SOFTMAX:
+        loss = _softmax_xent_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
+    elif out_code == LOGISTIC:
+        loss = _sigmoid_bce_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
+    else:
+        loss = _mse_rows(z_out, y, sw, hyper[HYPER_GSCALE], delta)
+
+    sw_sum = 0.0
+    for i in range(nb):
+        sw_sum += sw[i]
+    alpha = hyper[HYPER_ALPHA]
+    l2 = 0.0
+    if alpha != 0.0:
+        sq = 0.0
+        for layer in range(n_layers):
+            start = offsets[layer]
+            for p in range(start, start + sizes[layer] * sizes[layer + 1]):
+                sq += theta[p] * theta[p]
+        l2 = 0.5 * alpha * sq
+    denom = theta.dtype.type(sw_sum)
+    alpha_t = theta.dtype.type(alpha)
+
+    # Backward; hidden layer l's activation sits at offset cap * sum(sizes[1:l+1]).
+    a_pos = cap * hidden
+    for layer in range(n_layers - 1, -1, -1):
+        n_in = sizes[layer]
+        width = sizes[layer + 1]
+        w = _view(theta, offsets[layer], n_in, width)
+        grad_w = _view(grad, offsets[layer], n_in, width)
+        b0 = offsets[n_layers + layer]
+        grad_b = grad[b0 : b0 + width]
+        if layer == 0:
+            a_in = x
+        else:
+            a_pos -= cap * n_in
+            a_in = _view(work, a_pos, nb, n_in)
+        _grad_params(a_in, delta, w, alpha_t, denom, grad_w, grad_b)
+        if layer > 0:
+            delta_in = _view(work, pong, nb, n_in)
+            _grad_input(delta, w, delta_in)
+            _derivative(acts[layer - 1], a_in, delta_in, delta_in)
+            ping, pong = pong, ping
+            delta = delta_in
+    return loss / sw_sum + l2 / sw_sum
+
+
+@kernel
+def workspace_size(sizes, rows):
+    """Length of the ``work`` buffer that :func:`run_epoch` and :func:`loss_grad` need.
+
+    Parameters
+    ----------
+    sizes : ndarray of int64, shape (n_layers + 1,)
+    rows : int
+        The largest batch the buffer must hold.
+    """
+    total = 0
+    widest = 0
+    for layer in range(1, sizes.shape[0]):
+        total += sizes[layer]
+        if sizes[layer] > widest:
+            widest = sizes[layer]
+    # activations + output z + two delta buffers + gathered x, y and sample weights
+    return rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+
+
+@kernel
+def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
+    """Mean loss over all of ``x`` and its gradient, in one pass.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_samples, sizes[0])
+    y : ndarray of shape (n_samples, sizes[-1])
+        One-hot classes or regression targets.
+    sw : ndarray of shape (n_samples,)
+        Sample weights; the loss is ``sum(sw * l) / sum(sw)`` plus
+        ``0.5 * alpha * ||W||^2 / sum(sw)``.
+    theta : ndarray of shape (n_params,)
+    sizes, offsets, acts, hyper : see the module docstring.
+    work : ndarray of shape (workspace_size(sizes, n_samples),)
+        Scratch, overwritten.
+    grad : ndarray of shape (n_params,)
+        Overwritten with dL/dtheta.
+
+    Returns
+    -------
+    float
+    """
+    return _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, x.shape[0], grad)
+
+
+@kernel
+def run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper,
+              t, opt, work):
+    """One training epoch: every mini-batch's forward, loss, backward and update.
+
+    Batch ``k`` holds samples ``order[k * batch_size : (k + 1) * batch_size]``; the last
+    batch may be shorter. Python is not entered between batches.
+
+    Parameters
+    ----------
+    x, y, sw : as in :func:`loss_grad`, for the whole training set.
+    order : ndarray of int64, shape (n_batch_samples,)
+        Sample indices in visiting order (a permutation, or ``arange`` for no shuffle).
+        Every entry must be in ``[0, n_samples)``; the API guarantees it.
+    batch_size : int
+    theta : ndarray of shape (n_params,)
+        Updated in place.
+    grad : ndarray of shape (n_params,)
+        Scratch for the batch gradient.
+    m, v : ndarray of shape (n_params,)
+        Optimizer state, updated in place: velocity (SGD, Nesterov) in ``m``, or Adam's
+        first and second moments.
+    sizes, offsets, acts, hyper : see the module docstring.
+    t : int
+        Optimizer steps taken before this epoch (Adam's bias correction uses t + 1...).
+    opt : int
+        ``OPT_SGD``, ``OPT_NESTEROV`` or ``OPT_ADAM``.
+    work : ndarray of shape (workspace_size(sizes, batch_size),)
+
+    Returns
+    -------
+    float
+        Sum over batches of (batch mean loss x batch length), as scikit-learn
+        accumulates it; divide by ``len(order)`` for the epoch loss.
+    """
+    n_layers = sizes.shape[0] - 1
+    n_in = sizes[0]
+    n_out = sizes[n_layers]
+    cap = batch_size
+    core = 0
+    widest = 0
+    for layer in range(1, n_layers + 1):
+        core += sizes[layer]
+        if sizes[layer] > widest:
+            widest = sizes[layer]
+    core += 2 * widest
+    x_pos = cap * core
+    y_pos = x_pos + cap * n_in
+    sw_pos = y_pos + cap * n_out
+    lr = hyper[HYPER_LR]
+    total = 0.0
+    n = order.shape[0]
+    for start in range(0, n, batch_size):
+        nb = min(batch_size, n - start)
+        xb = _view(work, x_pos, nb, n_in)
+        yb = _view(work, y_pos, nb, n_out)
+        swb = work[sw_pos : sw_pos + nb]
+        for r in range(nb):
+            src = order[start + r]
+            for k in range(n_in):
+                xb[r, k] = x[src, k]
+            for j in range(n_out):
+                yb[r, j] = y[src, j]
+            swb[r] = sw[src]
+        loss = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper, work, cap, grad)
+        total += loss * nb
+        t += 1
+        if opt == OPT_ADAM:
+            _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
+                  hyper[HYPER_EPSILON], t)
+        elif opt == OPT_NESTEROV:
+            _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+        else:
+            _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+    return total
+
+
+@kernel
+def predict_forward(x, theta, sizes, offsets, acts, work, out):
+    """Network output (probabilities or regression values) for every row of ``x``.
+
+    Rows run in blocks of ``len(work) // sum(sizes[1:-1])`` (at least one row), so the
+    scratch stays small however many rows come in.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_samples, sizes[0])
+    theta, sizes, offsets, acts : see the module docstring.
+    work : ndarray of shape (>= sum(sizes[1:-1]),)
+        Scratch for the hidden activations of one block.
+    out : ndarray of shape (n_samples, sizes[-1])
+        Overwritten with the output activation.
+    """
+    n_layers = sizes.shape[0] - 1
+    hidden = 0
+    for layer in range(1, n_layers):
+        hidden += sizes[layer]
+    cap = x.shape[0]
+    if hidden > 0:
+        cap = max(1, work.shape[0] // hidden)
+    out_code = acts[n_layers - 1]
+    for start in range(0, x.shape[0], cap):
+        stop = min(start + cap, x.shape[0])
+        z = out[start:stop]
+        _forward(x[start:stop], theta, sizes, offsets, acts, work, cap, z)
+        _activate(out_code, z, z)

@@ -1,0 +1,171 @@
+"""Output-layer losses, fused with the output activation.
+
+Each ``*_grad`` kernel takes the output layer's pre-activation ``z``, writes
+``delta = sample_weight * (f(z) - y)`` (for these canonical activation/loss pairs
+dL/dz reduces to that difference) and returns the sample-weighted loss *sum*; callers
+divide by ``sum(sample_weight)``. The probabilities are clipped to ``[eps, 1 - eps]``
+inside the log, as scikit-learn does, so a confident wrong answer costs a large finite
+loss, never inf.
+"""
+
+import numpy as np
+
+from ._jit import inline, kernel
+
+
+@inline
+def _softmax_xent_rows(z, y1h, sw, eps, delta):
+    one = delta.dtype.type(1)
+    lo = delta.dtype.type(eps)
+    hi = one - lo
+    total = 0.0
+    for i in range(z.shape[0]):
+        zmax = z[i, 0]
+        for j in range(1, z.shape[1]):
+            if z[i, j] > zmax:
+                zmax = z[i, j]
+        norm = delta.dtype.type(0)
+        for j in range(z.shape[1]):
+            e = np.exp(z[i, j] - zmax)
+            delta[i, j] = e
+            norm += e
+        row = delta.dtype.type(0)
+        for j in range(z.shape[1]):
+            p = delta[i, j] / norm
+            if y1h[i, j] != 0:
+                row += y1h[i, j] * np.log(min(max(p, lo), hi))
+            delta[i, j] = sw[i] * (p - y1h[i, j])
+        total -= sw[i] * row
+    return total
+
+
+@inline
+def _sigmoid_bce_rows(z, y, sw, eps, delta):
+    one = delta.dtype.type(1)
+    lo = delta.dtype.type(eps)
+    hi = one - lo
+    total = 0.0
+    for i in range(z.shape[0]):
+        row = delta.dtype.type(0)
+        for j in range(z.shape[1]):
+            p = one / (one + np.exp(-z[i, j]))
+            pc = min(max(p, lo), hi)
+            t = y[i, j]
+            if t != 0:
+                row += t * np.log(pc)
+            if t != one:
+                row += (one - t) * np.log(one - pc)
+            delta[i, j] = sw[i] * (p - t)
+        total -= sw[i] * row
+    return total
+
+
+@inline
+def _mse_rows(z, y, sw, gscale, delta):
+    half = delta.dtype.type(0.5)
+    g = delta.dtype.type(gscale)
+    total = 0.0
+    n_out = z.shape[1]
+    for i in range(z.shape[0]):
+        row = delta.dtype.type(0)
+        for j in range(n_out):
+            d = z[i, j] - y[i, j]
+            row += d * d
+            delta[i, j] = sw[i] * d * g
+        total += sw[i] * half * row / n_out
+    return total
+
+
+@kernel
+def softmax_xent_grad(z, y1h, sw, eps, delta):
+    """Softmax + categorical cross-entropy, fused.
+
+    Parameters
+    ----------
+    z : ndarray of shape (n_samples, n_classes)
+        Output-layer pre-activation (logits). Not modified.
+    y1h : ndarray of shape (n_samples, n_classes)
+        One-hot (or soft) targets.
+    sw : ndarray of shape (n_samples,)
+        Sample weights (ones for an unweighted loss).
+    eps : float
+        Probabilities are clipped to ``[eps, 1 - eps]`` in the log.
+    delta : ndarray of shape (n_samples, n_classes)
+        Overwritten with ``sw * (softmax(z) - y1h)``.
+
+    Returns
+    -------
+    float
+        ``-sum_i sw_i sum_j y_ij log(p_ij)``.
+    """
+    return _softmax_xent_rows(z, y1h, sw, eps, delta)
+
+
+@kernel
+def sigmoid_bce_grad(z, y, sw, eps, delta):
+    """Sigmoid + binary cross-entropy per output column, fused.
+
+    ``delta = sw * (sigmoid(z) - y)``; returns
+    ``-sum_i sw_i sum_j [y log p + (1 - y) log(1 - p)]``. Shapes as in
+    :func:`softmax_xent_grad`.
+    """
+    return _sigmoid_bce_rows(z, y, sw, eps, delta)
+
+
+@kernel
+def mse_grad(z, y, sw, gscale, delta):
+    """Identity output + squared error.
+
+    Returns ``sum_i sw_i * 0.5 * mean_j (z_ij - y_ij)**2`` (scikit-learn's
+    ``squared_error``) and writes ``delta = sw * (z - y) * gscale``. With
+    ``gscale = 1 / n_outputs`` delta is the exact gradient of that loss; scikit-learn
+    uses ``gscale = 1`` (its gradient omits the mean over outputs).
+    """
+    return _mse_rows(z, y, sw, gscale, delta)
+
+
+@kernel
+def xent_loss(p, y1h, sw, eps):
+    """Categorical cross-entropy sum ``-sum_i sw_i sum_j y_ij log(clip(p_ij))`` of probabilities."""
+    lo = p.dtype.type(eps)
+    hi = p.dtype.type(1) - lo
+    total = 0.0
+    for i in range(p.shape[0]):
+        row = p.dtype.type(0)
+        for j in range(p.shape[1]):
+            if y1h[i, j] != 0:
+                row += y1h[i, j] * np.log(min(max(p[i, j], lo), hi))
+        total -= sw[i] * row
+    return total
+
+
+@kernel
+def bce_loss(p, y, sw, eps):
+    """Binary cross-entropy sum of probabilities ``p``, per output column."""
+    one = p.dtype.type(1)
+    lo = p.dtype.type(eps)
+    hi = one - lo
+    total = 0.0
+    for i in range(p.shape[0]):
+        row = p.dtype.type(0)
+        for j in range(p.shape[1]):
+            pc = min(max(p[i, j], lo), hi)
+            if y[i, j] != 0:
+                row += y[i, j] * np.log(pc)
+            if y[i, j] != one:
+                row += (one - y[i, j]) * np.log(one - pc)
+        total -= sw[i] * row
+    return total
+
+
+@kernel
+def mse_loss(p, y, sw):
+    """Squared-error sum ``sum_i sw_i * 0.5 * mean_j (p_ij - y_ij)**2``."""
+    total = 0.0
+    for i in range(p.shape[0]):
+        row = p.dtype.type(0)
+        for j in range(p.shape[1]):
+            d = p[i, j] - y[i, j]
+            row += d * d
+        total += sw[i] * 0.5 * row / p.shape[1]
+    return total

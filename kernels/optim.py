@@ -1,0 +1,92 @@
+"""Parameter updates over the flat parameter buffer (one fused loop each)."""
+
+import numpy as np
+
+from ._jit import inline, kernel
+
+
+@inline
+def _sgd(theta, grad, velocity, lr, momentum):
+    mu = theta.dtype.type(momentum)
+    eta = theta.dtype.type(lr)
+    for p in range(theta.shape[0]):
+        u = mu * velocity[p] - eta * grad[p]
+        velocity[p] = u
+        theta[p] += u
+
+
+@inline
+def _nesterov(theta, grad, velocity, lr, momentum):
+    mu = theta.dtype.type(momentum)
+    eta = theta.dtype.type(lr)
+    for p in range(theta.shape[0]):
+        u = mu * velocity[p] - eta * grad[p]
+        velocity[p] = u
+        theta[p] += mu * u - eta * grad[p]
+
+
+@inline
+def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
+    # Kingma & Ba's "efficient" form: the bias corrections fold into the step size.
+    step = lr * np.sqrt(1.0 - beta_2 ** float(t)) / (1.0 - beta_1 ** float(t))
+    b1 = theta.dtype.type(beta_1)
+    b2 = theta.dtype.type(beta_2)
+    c1 = theta.dtype.type(1.0 - beta_1)
+    c2 = theta.dtype.type(1.0 - beta_2)
+    neg_step = theta.dtype.type(-step)
+    eps = theta.dtype.type(epsilon)
+    for p in range(theta.shape[0]):
+        g = grad[p]
+        mp = b1 * m[p] + c1 * g
+        vp = b2 * v[p] + c2 * (g * g)
+        m[p] = mp
+        v[p] = vp
+        theta[p] += neg_step * mp / (np.sqrt(vp) + eps)
+
+
+@kernel
+def sgd_update(theta, grad, velocity, lr, momentum):
+    """Gradient descent with heavy-ball momentum, in place.
+
+    ``velocity = momentum * velocity - lr * grad``; ``theta += velocity``. With
+    ``momentum = 0`` this is the note's plain ``theta -= lr * grad``.
+
+    Parameters
+    ----------
+    theta, grad, velocity : ndarray of shape (n_params,)
+        ``theta`` and ``velocity`` are updated in place.
+    lr, momentum : float
+    """
+    _sgd(theta, grad, velocity, lr, momentum)
+
+
+@kernel
+def nesterov_update(theta, grad, velocity, lr, momentum):
+    """Nesterov momentum (Sutskever et al., 2013), in place.
+
+    ``velocity = momentum * velocity - lr * grad``;
+    ``theta += momentum * velocity - lr * grad``.
+    """
+    _nesterov(theta, grad, velocity, lr, momentum)
+
+
+@kernel
+def adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
+    """One Adam step over the flat buffer, in place.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``,
+    ``theta += -lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)``.
+
+    Parameters
+    ----------
+    theta, grad, m, v : ndarray of shape (n_params,)
+        ``theta``, ``m`` and ``v`` are updated in place.
+    lr, beta_1, beta_2, epsilon : float
+    t : int
+        The step number, starting at 1 for the first update.
+
+    References
+    ----------
+    Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
+    """
+    _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
