@@ -28,6 +28,14 @@ LOSSES = {
 _CODE_NAMES = {K.SOFTMAX: "softmax", K.LOGISTIC: "sigmoid", K.IDENTITY: "linear"}
 
 
+def _check_length(y, n_samples, name):
+    y = np.asarray(y)
+    if y.shape[:1] != (n_samples,):
+        raise ValueError(f"X and {name} have different numbers of samples: {n_samples} and "
+                         f"{y.shape[0] if y.ndim else 'a scalar'}")
+    return y
+
+
 class DivergenceWarning(RuntimeWarning):
     """Training produced a non-finite loss or weights; the model kept its last finite state."""
 
@@ -66,6 +74,7 @@ class History:
     def __init__(self):
         self.history = {"loss": []}
         self.epoch = []
+        self.seconds = []  # wall time of each epoch (validation excluded)
 
     def __getitem__(self, key):
         return self.history[key]
@@ -166,10 +175,7 @@ class Sequential:
     def _encode(self, y, n_samples, name="y"):
         """Targets as a float matrix of shape (n_samples, units) in the model dtype."""
         units = self.layers[-1].units
-        y = np.asarray(y)
-        if y.shape[:1] != (n_samples,):
-            raise ValueError(f"X and {name} have different numbers of samples: {n_samples} and "
-                             f"{y.shape[0] if y.ndim else 'a scalar'}")
+        y = _check_length(y, n_samples, name)
         if self._kind == "regression":
             y2 = y.reshape(-1, 1) if y.ndim == 1 else y
             if y2.ndim != 2 or y2.shape[1] != units:
@@ -258,7 +264,7 @@ class Sequential:
         fitted = self._net is not None
         X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]) if fitted else None)
         if not fitted:
-            self._fit_targets(y)
+            self._fit_targets(_check_length(y, X.shape[0], "y"))
         Y = self._encode(y, X.shape[0])
         val = None
         if validation_data is not None:
@@ -306,6 +312,7 @@ class Sequential:
                     DivergenceWarning, stacklevel=2)
                 break
             self._t += -(-n // batch_size)
+            history.seconds.append(time.perf_counter() - start)
             history.history["loss"].append(loss)
             history.epoch.append(epoch)
             line = f"Epoch {epoch + 1}/{epochs} - loss: {loss:.6f}"

@@ -6,6 +6,7 @@ last arguments and return ``None`` or one scalar. They do not validate: the API 
 """
 
 from .activations import (
+    EXP,
     IDENTITY,
     LOGISTIC,
     RELU,
@@ -41,17 +42,26 @@ from .epoch import (
     run_epoch,
     workspace_size,
 )
-from .loss import bce_loss, mse_grad, mse_loss, sigmoid_bce_grad, softmax_xent_grad, xent_loss
+from .loss import (
+    bce_loss,
+    exp_poisson_grad,
+    mse_grad,
+    mse_loss,
+    poisson_loss,
+    sigmoid_bce_grad,
+    softmax_xent_grad,
+    xent_loss,
+)
 from .optim import adam_update, nesterov_update, sgd_update
 
 __all__ = [
-    "BLAS_MIN_WORK", "HYPER_ALPHA", "HYPER_BETA_1", "HYPER_BETA_2", "HYPER_CLIP_EPS",
+    "BLAS_MIN_WORK", "EXP", "HYPER_ALPHA", "HYPER_BETA_1", "HYPER_BETA_2", "HYPER_CLIP_EPS",
     "HYPER_EPSILON", "HYPER_GSCALE", "HYPER_LR", "HYPER_MOMENTUM", "IDENTITY", "LOGISTIC",
     "N_HYPER", "OPT_ADAM", "OPT_NESTEROV", "OPT_SGD", "RELU", "SOFTMAX", "TANH",
     "adam_update", "bce_loss", "dense_backward", "dense_backward_input", "dense_forward",
-    "identity_backward", "identity_forward", "log_softmax_forward", "loss_grad",
-    "mse_grad", "mse_loss", "nesterov_update", "predict_forward", "relu_backward",
-    "relu_forward", "run_epoch", "sgd_update", "sigmoid_backward", "sigmoid_bce_grad",
-    "sigmoid_forward", "softmax_forward", "softmax_xent_grad", "tanh_backward",
-    "tanh_forward", "workspace_size", "xent_loss",
+    "exp_poisson_grad", "identity_backward", "identity_forward", "log_softmax_forward",
+    "loss_grad", "mse_grad", "mse_loss", "nesterov_update", "poisson_loss", "predict_forward",
+    "relu_backward", "relu_forward", "run_epoch", "sgd_update", "sigmoid_backward",
+    "sigmoid_bce_grad", "sigmoid_forward", "softmax_forward", "softmax_xent_grad",
+    "tanh_backward", "tanh_forward", "workspace_size", "xent_loss",
 ]

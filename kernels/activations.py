@@ -17,6 +17,7 @@ RELU = 1
 LOGISTIC = 2
 TANH = 3
 SOFTMAX = 4
+EXP = 5  # log-link output of the Poisson regressor
 
 
 @inline
@@ -85,6 +86,10 @@ def _activate(code, z, out):
         _tanh_rows(z, out)
     elif code == SOFTMAX:
         _softmax_rows(z, out)
+    elif code == EXP:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                out[i, j] = np.exp(z[i, j])
     else:
         for i in range(z.shape[0]):
             for j in range(z.shape[1]):

@@ -8,7 +8,8 @@ The network reaches these kernels as plain arrays:
   first, then all biases (scikit-learn's packing order, which its L-BFGS path uses).
 - ``acts`` (int64, n_layers): activation code per layer (``activations.IDENTITY``...);
   the last one is the output and fixes the loss: SOFTMAX -> categorical
-  cross-entropy, LOGISTIC -> binary cross-entropy, IDENTITY -> squared error.
+  cross-entropy, LOGISTIC -> binary cross-entropy, EXP -> half Poisson deviance,
+  IDENTITY -> squared error.
 - ``hyper`` (float64): ``[lr, momentum, beta_1, beta_2, epsilon, alpha, gscale,
   clip_eps]``; see ``HYPER_*`` below.
 
@@ -19,9 +20,9 @@ every network, so the first fit in a fresh process loads one cache entry per dty
 import numpy as np
 
 from ._jit import inline, kernel
-from .activations import LOGISTIC, SOFTMAX, _activate, _derivative
+from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import _grad_input, _grad_params, _matmul_bias
-from .loss import _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
+from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
 
 HYPER_LR = 0
@@ -93,6 +94,8 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, grad
         loss = _softmax_xent_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
     elif out_code == LOGISTIC:
         loss = _sigmoid_bce_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
+    elif out_code == EXP:
+        loss = _exp_poisson_rows(z_out, y, sw, delta)
     else:
         loss = _mse_rows(z_out, y, sw, hyper[HYPER_GSCALE], delta)
 

@@ -76,6 +76,24 @@ def _mse_rows(z, y, sw, gscale, delta):
     return total
 
 
+@inline
+def _exp_poisson_rows(z, y, sw, delta):
+    # Half Poisson deviance with a log link: p = exp(z), dL/dz = p - y.
+    zero = delta.dtype.type(0)
+    total = 0.0
+    for i in range(z.shape[0]):
+        row = delta.dtype.type(0)
+        for j in range(z.shape[1]):
+            p = np.exp(z[i, j])
+            t = y[i, j]
+            if t != zero:
+                row += t * np.log(t / p)
+            row += p - t
+            delta[i, j] = sw[i] * (p - t)
+        total += sw[i] * row
+    return total
+
+
 @kernel
 def softmax_xent_grad(z, y1h, sw, eps, delta):
     """Softmax + categorical cross-entropy, fused.
@@ -122,6 +140,33 @@ def mse_grad(z, y, sw, gscale, delta):
     uses ``gscale = 1`` (its gradient omits the mean over outputs).
     """
     return _mse_rows(z, y, sw, gscale, delta)
+
+
+@kernel
+def exp_poisson_grad(z, y, sw, delta):
+    """Exponential output + half Poisson deviance (scikit-learn's ``loss="poisson"``).
+
+    Returns ``sum_i sw_i sum_j [y log(y / p) - y + p]`` with ``p = exp(z)`` (the
+    ``y log(y / p)`` term is 0 where ``y == 0``) and writes ``delta = sw * (p - y)``.
+    Shapes as in :func:`softmax_xent_grad`.
+    """
+    return _exp_poisson_rows(z, y, sw, delta)
+
+
+@kernel
+def poisson_loss(p, y, sw):
+    """Half Poisson deviance sum ``sum_i sw_i sum_j [y log(y / p) - y + p]`` of predictions."""
+    zero = p.dtype.type(0)
+    total = 0.0
+    for i in range(p.shape[0]):
+        row = p.dtype.type(0)
+        for j in range(p.shape[1]):
+            t = y[i, j]
+            if t != zero:
+                row += t * np.log(t / p[i, j])
+            row += p[i, j] - t
+        total += sw[i] * row
+    return total
 
 
 @kernel

@@ -10,6 +10,7 @@ switching modules. Samples are rows: the note's ``W X^T + b`` is ``x @ w + b`` h
 import numpy as np
 
 from fastnn.kernels import (
+    EXP,
     HYPER_ALPHA,
     HYPER_BETA_1,
     HYPER_BETA_2,
@@ -29,7 +30,8 @@ from fastnn.kernels import (
 
 __all__ = [
     "adam_update", "bce_loss", "dense_backward", "dense_backward_input", "dense_forward",
-    "identity_backward", "identity_forward", "log_softmax_forward", "loss_grad", "mse_grad",
+    "exp_forward", "exp_poisson_grad", "identity_backward", "identity_forward",
+    "log_softmax_forward", "loss_grad", "mse_grad", "poisson_loss",
     "mse_loss", "nesterov_update", "predict_forward", "relu_backward", "relu_forward",
     "run_epoch", "sgd_update", "sigmoid_backward", "sigmoid_bce_grad", "sigmoid_forward",
     "softmax_forward", "softmax_xent_grad", "tanh_backward", "tanh_forward",
@@ -73,6 +75,11 @@ def tanh_forward(z):
     return np.tanh(z)
 
 
+def exp_forward(z):
+    """The Poisson regressor's log-link output ``exp(z)``."""
+    return np.exp(z)
+
+
 def softmax_forward(z):
     """Exponentiate and normalize each row; the row max is subtracted first."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
@@ -101,7 +108,7 @@ def tanh_backward(a, grad):
 
 
 _FORWARD = {IDENTITY: identity_forward, RELU: relu_forward, LOGISTIC: sigmoid_forward,
-            TANH: tanh_forward, SOFTMAX: softmax_forward}
+            TANH: tanh_forward, SOFTMAX: softmax_forward, EXP: exp_forward}
 _BACKWARD = {IDENTITY: identity_backward, RELU: relu_backward, LOGISTIC: sigmoid_backward,
              TANH: tanh_backward}
 
@@ -128,6 +135,13 @@ def mse_loss(p, y, sw):
     return float(sw @ (0.5 * ((p - y) ** 2).mean(axis=1)))
 
 
+def poisson_loss(p, y, sw):
+    """Half Poisson deviance sum ``sum_i sw_i sum_j [y log(y / p) - y + p]`` (0 log 0 = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(y != 0, y * np.log(y / p), 0) + (p - y)
+    return float(sw @ terms.sum(axis=1))
+
+
 def softmax_xent_grad(z, y1h, sw, eps):
     """(loss sum, ``sw * (softmax(z) - y1h)``)."""
     p = softmax_forward(z)
@@ -137,6 +151,12 @@ def softmax_xent_grad(z, y1h, sw, eps):
 def sigmoid_bce_grad(z, y, sw, eps):
     p = sigmoid_forward(z)
     return bce_loss(p, y, sw, eps), sw[:, None] * (p - y)
+
+
+def exp_poisson_grad(z, y, sw):
+    """(loss sum, ``sw * (exp(z) - y)``): the log link makes dL/dz = p - y."""
+    p = exp_forward(z)
+    return poisson_loss(p, y, sw), sw[:, None] * (p - y)
 
 
 def mse_grad(z, y, sw, gscale):
@@ -202,6 +222,8 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
         loss, delta = softmax_xent_grad(z, y, sw, hyper[HYPER_CLIP_EPS])
     elif out_code == LOGISTIC:
         loss, delta = sigmoid_bce_grad(z, y, sw, hyper[HYPER_CLIP_EPS])
+    elif out_code == EXP:
+        loss, delta = exp_poisson_grad(z, y, sw)
     else:
         loss, delta = mse_grad(z, y, sw, hyper[HYPER_GSCALE])
     sw_sum = float(sw.sum(dtype=np.float64))

@@ -1,0 +1,45 @@
+"""One training epoch per workload, numba engine vs the NumPy baseline."""
+
+from .common import WORKLOADS, load, make_model, make_pair, median_seconds
+
+
+class TrainEpoch:
+    """Seconds per epoch: the workload's fit of ``epochs`` epochs, divided."""
+
+    params = (["W-tiny", "W-small"],)
+    param_names = ["workload"]
+    timeout = 300
+
+    def setup(self, workload):
+        spec = WORKLOADS[workload]
+        self.X, self.y, self.X_test, self.y_test = load(workload)
+        self.fast, self.slow = make_pair(workload)
+        self.kw = dict(epochs=spec.epochs, batch_size=spec.batch_size)
+        self.fast.fit(self.X, self.y, epochs=1, batch_size=spec.batch_size)  # compile here
+
+    def time_fastnn(self, workload):
+        self.fast.fit(self.X, self.y, **self.kw)
+
+    def time_numpy(self, workload):
+        self.slow.fit(self.X, self.y, **self.kw)
+
+    def track_speedup(self, workload):
+        def fast():
+            self.fast.fit(self.X, self.y, **self.kw)
+
+        def slow():
+            self.slow.fit(self.X, self.y, **self.kw)
+
+        return median_seconds(slow) / median_seconds(fast)
+
+    track_speedup.unit = "x (numpy / fastnn)"
+
+    def track_test_accuracy(self, workload):
+        # A fresh model trained for the workload's epochs; W-tiny has no test split, so
+        # its number is training accuracy (as WORKLOADS.md defines the metric).
+        model = make_model(workload, "numba")
+        model.fit(self.X, self.y, **self.kw)
+        X, y = (self.X, self.y) if self.X_test is None else (self.X_test, self.y_test)
+        return model.evaluate(X, y)["accuracy"]
+
+    track_test_accuracy.unit = "accuracy"

@@ -1,0 +1,20 @@
+"""Shared fixtures and constants.
+
+``DTYPES`` and ``TOL`` are imported by the test modules (``from conftest import DTYPES, TOL``):
+pytest's default "prepend" import mode puts ``tests/`` on ``sys.path`` because it has no
+``__init__.py``. A test that needs a different tolerance says why next to it.
+"""
+
+import numpy as np
+import pytest
+
+DTYPES = [np.float32, np.float64]
+
+# Kernel vs NumPy twin: same formula, different summation order (and BLAS vs hand loops),
+# so a few ulps per reduction; float32 rtol leaves room for ~1000 float32 ulps.
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,337 @@
+"""The Sequential model API: training quality, backend agreement, input handling."""
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.datasets import load_digits, load_iris
+from sklearn.model_selection import train_test_split
+
+import fastnn
+from fastnn import Dense, Sequential
+
+
+def iris_split():
+    X, y = load_iris(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
+    return (Xtr - mean) / std, ytr, (Xte - mean) / std, yte
+
+
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X / 16.0, y, test_size=0.2, random_state=0, stratify=y)
+
+
+def iris_model(backend="numba", **kw):
+    kw.setdefault("optimizer", fastnn.optimizers.Adam(learning_rate=0.01))
+    return Sequential([Dense(16, activation="relu"), Dense(16, activation="relu"),
+                       Dense(3, activation="softmax")], backend=backend, seed=0, **kw)
+
+
+def digits_model(backend="numba", dtype="float64"):
+    return Sequential([Dense(64, activation="relu"), Dense(10, activation="softmax")],
+                      optimizer="adam", backend=backend, dtype=dtype, seed=0)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return iris_split()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    Xtr, Xte, ytr, yte = digits_split()
+    return Xtr, ytr, Xte, yte
+
+
+@pytest.fixture(scope="module")
+def fitted(iris):
+    Xtr, ytr, _, _ = iris
+    model = iris_model()
+    model.fit(Xtr, ytr, epochs=5, batch_size=16)
+    return model
+
+
+# --- quality and agreement ------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_iris_test_accuracy(iris, backend):
+    Xtr, ytr, Xte, yte = iris
+    model = iris_model(backend)
+    history = model.fit(Xtr, ytr, epochs=200, batch_size=16, validation_data=(Xte, yte))
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.93
+    assert history["loss"][-1] < history["loss"][0] / 10
+    assert len(history["val_loss"]) == len(history["val_accuracy"]) == 200
+
+
+def test_digits_test_accuracy(digits):
+    Xtr, ytr, Xte, yte = digits
+    model = digits_model()
+    model.fit(Xtr, ytr, epochs=20, batch_size=32)
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("dataset", ["iris", "digits"])
+def test_backends_same_parameters_after_20_epochs(dataset, iris, digits):
+    Xtr, ytr, _, _ = iris if dataset == "iris" else digits
+    make = iris_model if dataset == "iris" else digits_model
+    fast, slow = make("numba"), make("numpy")
+    h_fast = fast.fit(Xtr, ytr, epochs=20, batch_size=16)
+    h_slow = slow.fit(Xtr, ytr, epochs=20, batch_size=16)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert_allclose(h_fast["loss"], h_slow["loss"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("optimizer", [fastnn.optimizers.SGD(learning_rate=0.1),
+                                       fastnn.optimizers.SGD(0.05, momentum=0.9),
+                                       fastnn.optimizers.SGD(0.05, momentum=0.9, nesterov=True)])
+def test_backends_agree_for_sgd(iris, optimizer):
+    Xtr, ytr, Xte, yte = iris
+    fast, slow = iris_model("numba", optimizer=optimizer), iris_model("numpy", optimizer=optimizer)
+    fast.fit(Xtr, ytr, epochs=20, batch_size=10)
+    slow.fit(Xtr, ytr, epochs=20, batch_size=10)
+    for a, b in zip(fast.get_weights(), slow.get_weights()):
+        assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    assert fast.evaluate(Xte, yte)["accuracy"] >= 0.9
+
+
+def test_same_seed_same_numbers_run_after_run(iris):
+    Xtr, ytr, _, _ = iris
+    runs = []
+    for _ in range(2):
+        model = iris_model()
+        history = model.fit(Xtr, ytr, epochs=10, batch_size=16)
+        runs.append((model.get_weights(), history["loss"]))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert_array_equal(a, b)
+    assert runs[0][1] == runs[1][1]
+
+
+def test_different_seed_different_init(iris):
+    Xtr, ytr, _, _ = iris
+    a, b = iris_model(), Sequential([Dense(16, "relu"), Dense(16, "relu"), Dense(3, "softmax")],
+                                    seed=1)
+    a.fit(Xtr, ytr, epochs=1)
+    b.fit(Xtr, ytr, epochs=1)
+    assert not np.array_equal(a.get_weights()[0], b.get_weights()[0])
+
+
+def test_float32_trains_and_stays_float32(iris):
+    Xtr, ytr, Xte, yte = iris
+    model = iris_model(dtype="float32")
+    model.fit(Xtr, ytr, epochs=100, batch_size=16)
+    assert all(w.dtype == np.float32 for w in model.get_weights())
+    assert model.predict_proba(Xte).dtype == np.float32
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.9
+
+
+# --- targets ------------------------------------------------------------------------
+def test_string_labels_and_one_hot_rows_give_the_same_model(iris):
+    Xtr, ytr, Xte, yte = iris
+    names = np.array(["setosa", "versicolor", "virginica"])
+    by_int, by_str, by_onehot = iris_model(), iris_model(), iris_model()
+    by_int.fit(Xtr, ytr, epochs=10)
+    by_str.fit(Xtr, names[ytr], epochs=10)
+    by_onehot.fit(Xtr, np.eye(3)[ytr], epochs=10)
+    for a, b, c in zip(by_int.get_weights(), by_str.get_weights(), by_onehot.get_weights()):
+        assert_array_equal(a, b)
+        assert_array_equal(a, c)
+    assert_array_equal(by_str.predict(Xte), names[by_int.predict(Xte)])
+    assert by_str.evaluate(Xte, names[yte]) == by_int.evaluate(Xte, yte)
+
+
+def test_predict_proba_rows_are_distributions(fitted, iris):
+    p = fitted.predict_proba(iris[2])
+    assert p.shape == (len(iris[2]), 3)
+    assert_allclose(p.sum(axis=1), 1.0, rtol=1e-12)
+    assert_array_equal(fitted.predict(iris[2]), p.argmax(axis=1))
+
+
+def test_binary_sigmoid_classifier():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    model = Sequential([Dense(16, "tanh"), Dense(1, "sigmoid")], loss="binary_crossentropy",
+                       seed=0)
+    model.fit(Xtr, ytr, epochs=30, batch_size=32)
+    assert model.evaluate(Xte, yte)["accuracy"] >= 0.95
+    assert set(np.unique(model.predict(Xte))) <= {0, 1}
+
+
+def test_regression_identity_mse():
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    y = (y - y.mean()) / y.std()
+    model = Sequential([Dense(32, "relu"), Dense(1, "linear")], loss="mse",
+                       optimizer=fastnn.optimizers.Adam(0.01), seed=0)
+    history = model.fit(X, y, epochs=50, batch_size=32)
+    pred = model.predict(X)
+    r2 = 1 - ((pred[:, 0] - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert r2 > 0.5
+    assert "accuracy" not in model.evaluate(X, y)
+    assert_allclose(model.evaluate(X, y)["loss"], 0.5 * ((pred[:, 0] - y) ** 2).mean())
+    assert history["loss"][-1] < history["loss"][0]
+
+
+def test_fit_continues_training(iris):
+    Xtr, ytr, _, _ = iris
+    once, twice = iris_model(), iris_model()
+    once.fit(Xtr, ytr, epochs=10)
+    twice.fit(Xtr, ytr, epochs=5)
+    twice.fit(Xtr, ytr, epochs=5)
+    for a, b in zip(once.get_weights(), twice.get_weights()):
+        assert_array_equal(a, b)
+
+
+def test_get_set_weights_round_trip(fitted, iris):
+    weights = fitted.get_weights()
+    assert [w.shape for w in weights] == [(4, 16), (16,), (16, 16), (16,), (16, 3), (3,)]
+    other = iris_model()
+    other.fit(iris[0], iris[1], epochs=1)
+    other.set_weights(weights)
+    assert_array_equal(other.predict_proba(iris[2]), fitted.predict_proba(iris[2]))
+    weights[0][0, 0] += 1.0  # get_weights hands out copies
+    assert fitted.get_weights()[0][0, 0] != weights[0][0, 0]
+
+
+def test_loss_and_gradients_layout_and_loss(fitted, iris):
+    loss, grads = fitted.loss_and_gradients(iris[0], iris[1])
+    assert [g.shape for g in grads] == [w.shape for w in fitted.get_weights()]
+    assert_allclose(loss, fitted.evaluate(iris[0], iris[1])["loss"], rtol=1e-12)
+
+
+# --- inputs that must work the same as clean C arrays ----------------------------------------
+def _readonly(X):
+    X = X.copy()
+    X.flags.writeable = False
+    return X
+
+
+@pytest.mark.parametrize("transform", [
+    lambda X: X.tolist(),
+    lambda X: np.asfortranarray(X),
+    lambda X: np.repeat(X, 2, axis=1)[:, ::2],
+    lambda X: _readonly(X),
+])
+def test_array_likes_match_c_arrays(iris, transform):
+    Xtr, ytr, Xte, _ = iris
+    ref, other = iris_model(), iris_model()
+    ref.fit(Xtr, ytr, epochs=3)
+    other.fit(transform(Xtr), list(ytr), epochs=3)
+    for a, b in zip(ref.get_weights(), other.get_weights()):
+        assert_array_equal(a, b)
+    assert_array_equal(ref.predict_proba(Xte), other.predict_proba(transform(Xte)))
+
+
+def test_integer_input_is_converted():
+    X = np.array([[0, 1], [1, 0], [1, 1], [0, 0]] * 10)
+    y = np.array([1, 1, 0, 0] * 10)
+    model = Sequential([Dense(8, "tanh"), Dense(2, "softmax")], seed=0)
+    model.fit(X, y, epochs=2)
+    assert model.predict(X).shape == (40,)
+
+
+# --- bad input --------------------------------------------------------------------------
+@pytest.mark.parametrize("X, y, exc, match", [
+    (np.zeros((10, 4)), np.zeros(9), ValueError, "different numbers of samples: 10 and 9"),
+    (np.zeros(10), np.zeros(10), ValueError, r"X must be 2-D .* shape \(10,\)"),
+    (np.zeros((2, 3, 4)), np.zeros(2), ValueError, "X must be 2-D"),
+    (np.full((4, 2), np.nan), [0, 1, 0, 1], ValueError, "X contains NaN"),
+    (np.full((4, 2), np.inf), [0, 1, 0, 1], ValueError, "X contains infinity"),
+    (np.zeros((0, 2)), [], ValueError, "X has 0 samples"),
+    (np.zeros((4, 0)), [0, 1, 0, 1], ValueError, "X has 0 features"),
+    (np.zeros((4, 2)), [1, 1, 1, 1], ValueError, "y has 1 class"),
+    (np.array([["a", "b"]] * 4), [0, 1, 0, 1], TypeError, "X must hold numbers"),
+    (np.zeros((4, 2), dtype=complex), [0, 1, 0, 1], TypeError, "complex"),
+    (np.zeros((4, 2)), [0, 1, 2, 3], ValueError, "y has 4 classes but the output layer has 3"),
+])
+def test_bad_fit_input(X, y, exc, match):
+    with pytest.raises(exc, match=match):
+        iris_model().fit(X, y)
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="unknown activation 'relux'"):
+        Dense(3, activation="relux")
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        Sequential([Dense(3, "softmax")], loss="hinge")
+    with pytest.raises(ValueError, match="optimizer must be one of .* got 'adamw'"):
+        Sequential([Dense(3, "softmax")], optimizer="adamw")
+    with pytest.raises(ValueError, match="backend must be one of .* got 'torch'"):
+        Sequential([Dense(3, "softmax")], backend="torch")
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'float16'"):
+        Sequential([Dense(3, "softmax")], dtype="float16")
+
+
+def test_inconsistent_architecture():
+    with pytest.raises(ValueError, match="needs a 'softmax' output layer, got activation 'relu'"):
+        Sequential([Dense(3, "relu")], loss="categorical_crossentropy")
+    with pytest.raises(ValueError, match="softmax is only supported on the output layer"):
+        Sequential([Dense(3, "softmax"), Dense(3, "softmax")])
+    with pytest.raises(ValueError, match="units must be >= 1, got 0"):
+        Dense(0)
+    with pytest.raises(TypeError, match="layers\\[0\\] must be a fastnn.Dense"):
+        Sequential(["relu"])
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(epochs=0), ValueError, "epochs must be >= 1, got 0"),
+    (dict(batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+    (dict(batch_size=2.5), TypeError, "batch_size must be an integer, got 2.5"),
+    (dict(validation_data=np.zeros(3)), ValueError, "validation_data must be a tuple"),
+])
+def test_bad_fit_options(iris, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        iris_model().fit(iris[0], iris[1], **kw)
+
+
+def test_bad_optimizer_hyperparameters():
+    with pytest.raises(ValueError, match="learning_rate must be in \\(0.0, inf\\), got -0.1"):
+        fastnn.optimizers.Adam(learning_rate=-0.1)
+    with pytest.raises(ValueError, match="beta_1 must be in \\[0.0, 1.0\\), got 1.0"):
+        fastnn.optimizers.Adam(beta_1=1.0)
+    with pytest.raises(TypeError, match="momentum must be a real number, got 'x'"):
+        fastnn.optimizers.SGD(momentum="x")
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_predict_before_fit(method):
+    with pytest.raises(ValueError, match=f"not fitted yet; call fit before {method}"):
+        getattr(iris_model(), method)(np.zeros((2, 4)))
+
+
+def test_wrong_feature_count_at_predict(fitted):
+    with pytest.raises(ValueError, match="X has 5 features, but the model was fitted with 4"):
+        fitted.predict(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="X contains NaN"):
+        fitted.predict(np.full((3, 4), np.nan))
+
+
+def test_unseen_labels_at_evaluate(fitted, iris):
+    with pytest.raises(ValueError, match="labels the model was not fitted with: \\[7\\]"):
+        fitted.evaluate(iris[2][:3], [0, 1, 7])
+
+
+def test_set_weights_checks_shapes(fitted):
+    weights = fitted.get_weights()
+    with pytest.raises(ValueError, match="weights\\[0\\] has shape \\(3, 16\\), expected \\(4, 16\\)"):
+        fitted.set_weights([weights[0][:3]] + weights[1:])
+    with pytest.raises(ValueError, match="expects a list of 6 arrays"):
+        fitted.set_weights(weights[:2])
+    with pytest.raises(ValueError, match="weights\\[1\\] contains NaN"):
+        fitted.set_weights([weights[0], weights[1] * np.nan] + weights[2:])
+
+
+def test_divergence_keeps_last_finite_weights(iris):
+    Xtr, ytr, _, _ = iris
+    model = Sequential([Dense(16, "relu"), Dense(1, "linear")], loss="mse",
+                       optimizer=fastnn.optimizers.SGD(learning_rate=1e3), seed=0)
+    with pytest.warns(fastnn.DivergenceWarning, match="training diverged at epoch"):
+        history = model.fit(Xtr * 1e3, ytr * 1e3, epochs=50)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert all(np.isfinite(history["loss"]))
+    assert len(history["loss"]) < 50
