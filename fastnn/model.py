@@ -409,6 +409,72 @@ class Sequential:
         for dst, src in zip(current, new):
             dst[...] = src
 
+    # --- files ------------------------------------------------------------------------
+    def save(self, path):
+        """Write the model (configuration, weights, optimizer state) to ``path``.
+
+        The file is an ``.npz`` of arrays plus a JSON header; see :mod:`fastnn.io`. It is
+        written to a temporary file first and renamed, so an existing file at ``path`` is
+        replaced only by a complete one. Load it with :func:`fastnn.load`.
+        """
+        from fastnn.io import write_model
+
+        self._check_built("save")
+        opt = self.optimizer
+        header = {
+            "kind": "Sequential",
+            "layers": [[layer.units, layer.activation] for layer in self.layers],
+            "optimizer": {"name": type(opt).__name__, **vars(opt)},
+            "loss": self.loss, "backend": self.backend, "dtype": np.dtype(self.dtype).name,
+            "seed": self.seed, "rng_state": self._rng.bit_generator.state,
+            "n_features": int(self._net.sizes[0]), "t": self._t,
+            "batch_size": None if self._trainer is None else self._trainer.batch_size,
+        }
+        arrays = {"theta": self._net.theta}
+        if self.classes_ is not None:
+            arrays["classes"] = self.classes_
+        if self._trainer is not None:
+            arrays["opt_m"], arrays["opt_v"] = self._trainer.m, self._trainer.v
+        write_model(path, header, arrays)
+
+    @classmethod
+    def _from_file(cls, header, arrays):
+        from fastnn.io import ModelFileError
+
+        spec = dict(header["optimizer"])
+        name = spec.pop("name")
+        optimizer = {"Adam": _optimizers.Adam, "SGD": _optimizers.SGD}[name](**spec)
+        layers = [Dense(int(units), activation) for units, activation in header["layers"]]
+        model = cls(layers, optimizer=optimizer, loss=header["loss"], backend=header["backend"],
+                    dtype=header["dtype"], seed=header["seed"])
+        n_features = check_positive_int(header["n_features"], "n_features")
+        sizes = [n_features] + [layer.units for layer in layers]
+        model._net = Network(sizes, [layer.code for layer in layers], model.dtype, model.backend)
+        theta = arrays["theta"]
+        if theta.shape != model._net.theta.shape or theta.dtype != model.dtype:
+            raise ModelFileError(f"weights have shape {theta.shape} and dtype {theta.dtype}; "
+                                 f"the architecture needs {model._net.theta.shape} "
+                                 f"{np.dtype(model.dtype).name}")
+        check_finite(theta, "saved weights")
+        model._net.theta[...] = theta
+        if model._kind != "regression":
+            classes = arrays["classes"]
+            expected = 2 if model._kind == "binary" and layers[-1].units == 1 else layers[-1].units
+            if classes.ndim != 1 or len(classes) != expected:
+                raise ModelFileError(f"saved classes have shape {classes.shape}, expected "
+                                     f"({expected},)")
+            model.classes_ = classes
+        model._rng.bit_generator.state = header["rng_state"]
+        model._t = check_positive_int(header["t"], "t", minimum=0)
+        if header["batch_size"] is not None:
+            state = (arrays["opt_m"], arrays["opt_v"])
+            if any(a.shape != theta.shape or a.dtype != theta.dtype for a in state):
+                raise ModelFileError("saved optimizer state does not match the weights")
+            model._trainer = Trainer(model._net, check_positive_int(header["batch_size"],
+                                                                    "batch_size"),
+                                     model._opt_code(), tuple(a.copy() for a in state))
+        return model
+
     def __repr__(self):
         return (f"Sequential({self.layers!r}, optimizer={self.optimizer!r}, loss={self.loss!r}, "
                 f"backend={self.backend!r}, dtype={np.dtype(self.dtype).name!r}, "

@@ -20,14 +20,37 @@ def _matmul_bias(x, w, b, out):
         for i in range(n):
             for j in range(n_out):
                 out[i, j] += b[j]
-    else:
-        for i in range(n):
+        return
+    # Four rows at a time: each w[k, j] loaded once feeds four FMAs. Rows of 16 or 3
+    # outputs are too short for LLVM's 4x-interleaved zmm loop (32 lanes), so the plain
+    # i-k-j loop ran mostly scalar: 16x16x16 took ~1.1 us plain vs ~0.6 us blocked.
+    i = 0
+    while i + 4 <= n:
+        for j in range(n_out):
+            out[i, j] = b[j]
+            out[i + 1, j] = b[j]
+            out[i + 2, j] = b[j]
+            out[i + 3, j] = b[j]
+        for k in range(n_in):
+            x0 = x[i, k]
+            x1 = x[i + 1, k]
+            x2 = x[i + 2, k]
+            x3 = x[i + 3, k]
             for j in range(n_out):
-                out[i, j] = b[j]
-            for k in range(n_in):
-                xik = x[i, k]
-                for j in range(n_out):
-                    out[i, j] += xik * w[k, j]
+                wkj = w[k, j]
+                out[i, j] += x0 * wkj
+                out[i + 1, j] += x1 * wkj
+                out[i + 2, j] += x2 * wkj
+                out[i + 3, j] += x3 * wkj
+        i += 4
+    while i < n:
+        for j in range(n_out):
+            out[i, j] = b[j]
+        for k in range(n_in):
+            xik = x[i, k]
+            for j in range(n_out):
+                out[i, j] += xik * w[k, j]
+        i += 1
 
 
 @inline
@@ -41,11 +64,23 @@ def _grad_params(x, delta, w, alpha, denom, grad_w, grad_b):
         for k in range(n_in):
             for j in range(n_out):
                 grad_w[k, j] = 0
-        for i in range(n):
+        i = 0
+        while i + 4 <= n:  # four samples per pass over grad_w (see _matmul_bias)
+            for k in range(n_in):
+                x0 = x[i, k]
+                x1 = x[i + 1, k]
+                x2 = x[i + 2, k]
+                x3 = x[i + 3, k]
+                for j in range(n_out):
+                    grad_w[k, j] += (x0 * delta[i, j] + x1 * delta[i + 1, j]) + (
+                        x2 * delta[i + 2, j] + x3 * delta[i + 3, j])
+            i += 4
+        while i < n:
             for k in range(n_in):
                 xik = x[i, k]
                 for j in range(n_out):
                     grad_w[k, j] += xik * delta[i, j]
+            i += 1
     for k in range(n_in):
         for j in range(n_out):
             grad_w[k, j] = (grad_w[k, j] + alpha * w[k, j]) / denom
@@ -65,13 +100,33 @@ def _grad_input(delta, w, out):
     n_in = w.shape[0]
     if n * n_in * n_out >= BLAS_MIN_WORK:
         np.dot(delta, w.T, out)
-    else:
-        for i in range(n):
-            for k in range(n_in):
-                acc = out.dtype.type(0)
-                for j in range(n_out):
-                    acc += delta[i, j] * w[k, j]
-                out[i, k] = acc
+        return
+    zero = out.dtype.type(0)
+    i = 0
+    while i + 4 <= n:  # four independent dot products share each w[k, j] load
+        for k in range(n_in):
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
+            for j in range(n_out):
+                wkj = w[k, j]
+                a0 += delta[i, j] * wkj
+                a1 += delta[i + 1, j] * wkj
+                a2 += delta[i + 2, j] * wkj
+                a3 += delta[i + 3, j] * wkj
+            out[i, k] = a0
+            out[i + 1, k] = a1
+            out[i + 2, k] = a2
+            out[i + 3, k] = a3
+        i += 4
+    while i < n:
+        for k in range(n_in):
+            acc = zero
+            for j in range(n_out):
+                acc += delta[i, j] * w[k, j]
+            out[i, k] = acc
+        i += 1
 
 
 @kernel

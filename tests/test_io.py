@@ -1,0 +1,211 @@
+"""Model files: round trips, and damaged or hostile files that must fail cleanly."""
+
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_array_equal
+from sklearn.datasets import load_iris
+
+import fastnn
+from fastnn import Dense, ModelFileError, Sequential
+from fastnn.io import FORMAT_VERSION, write_model
+
+X, Y = load_iris(return_X_y=True)
+NAMES = load_iris().target_names[Y]
+
+
+def fitted_model(**kw):
+    model = Sequential([Dense(8, "relu"), Dense(3, "softmax")], seed=0, **kw)
+    model.fit(X, NAMES, epochs=3, batch_size=16)
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "iris.npz"
+    fitted_model().save(path)
+    return path
+
+
+@pytest.mark.parametrize("kw", [{}, {"backend": "numpy"}, {"dtype": "float32"},
+                                {"optimizer": fastnn.optimizers.SGD(0.1, momentum=0.9)}])
+def test_round_trip_same_predictions_and_training(tmp_path, kw):
+    model = fitted_model(**kw)
+    model.save(tmp_path / "m.npz")
+    again = fastnn.load(tmp_path / "m.npz")
+    assert_array_equal(again.predict_proba(X), model.predict_proba(X))
+    assert_array_equal(again.predict(X), model.predict(X))
+    model.fit(X, NAMES, epochs=2, batch_size=16)  # optimizer state and rng came along
+    again.fit(X, NAMES, epochs=2, batch_size=16)
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        assert_array_equal(a, b)
+
+
+def test_round_trip_regression_and_binary(tmp_path):
+    reg = Sequential([Dense(4, "tanh"), Dense(2, "linear")], loss="mse", seed=1)
+    reg.fit(X, np.c_[X[:, 0], X[:, 1]], epochs=2)
+    reg.save(tmp_path / "reg.npz")
+    assert_array_equal(fastnn.load(tmp_path / "reg.npz").predict(X), reg.predict(X))
+    binary = Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], loss="binary_crossentropy")
+    binary.fit(X, Y == 1, epochs=2)
+    binary.save(tmp_path / "bin.npz")
+    assert_array_equal(fastnn.load(tmp_path / "bin.npz").predict(X), binary.predict(X))
+
+
+def test_save_before_fit():
+    with pytest.raises(ValueError, match="not fitted yet; call fit before save"):
+        Sequential([Dense(3, "softmax")]).save("never.npz")
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    fitted_model().save(path)
+    before = path.read_bytes()
+
+    def broken_savez(fh, **arrays):
+        fh.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        fitted_model().save(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file at"):
+        fastnn.load(tmp_path / "nope.npz")
+
+
+def test_truncated_file(tmp_path, saved):
+    data = saved.read_bytes()
+    for cut in (0, 10, len(data) // 2, len(data) - 1):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError):
+            fastnn.load(bad)
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a valid npz"):
+        fastnn.load(path)
+
+
+def _rewrite(src, dst, header=None, extra=None, drop=()):
+    """Copy a model file, replacing its header and adding raw members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            name = info.filename[:-4]
+            if name in drop:
+                continue
+            if name == "__header__" and header is not None:
+                buf = io.BytesIO()
+                np.lib.format.write_array(
+                    buf, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+                zout.writestr(info.filename, buf.getvalue())
+            else:
+                zout.writestr(info.filename, zin.read(info))
+        for member, data in (extra or {}).items():
+            zout.writestr(member, data)
+
+
+def _header(path):
+    with zipfile.ZipFile(path) as zf, zf.open("__header__.npy") as fh:
+        return json.loads(np.lib.format.read_array(fh).tobytes())
+
+
+def test_wrong_version(tmp_path, saved):
+    header = _header(saved)
+    header["format_version"] = FORMAT_VERSION + 1
+    _rewrite(saved, tmp_path / "v.npz", header=header)
+    with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1}"):
+        fastnn.load(tmp_path / "v.npz")
+
+
+def test_foreign_npz(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.arange(3))
+    with pytest.raises(ModelFileError, match="not a fastnn model file"):
+        fastnn.load(tmp_path / "plain.npz")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_pickled_object_array_is_refused_without_running_it(tmp_path, saved, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.array([_Boom()], dtype=object), allow_pickle=True)
+    _rewrite(saved, tmp_path / "evil.npz", extra={"classes.npy": buf.getvalue()},
+             drop=("classes",))
+    with pytest.raises(ModelFileError, match="dtype object"):
+        fastnn.load(tmp_path / "evil.npz")
+    assert not (tmp_path / "PWNED").exists()
+    raw = tmp_path / "raw.npz"  # a bare pickle renamed to .npz
+    raw.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(ModelFileError):
+        fastnn.load(raw)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_header_claiming_a_huge_shape(tmp_path, saved):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 10**6)})
+    _rewrite(saved, tmp_path / "huge.npz", extra={"theta2.npy": buf.getvalue() + b"\0" * 64})
+    with pytest.raises(ModelFileError, match="declares shape"):
+        fastnn.load(tmp_path / "huge.npz")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path, saved):
+    header = _header(saved)
+    header["layers"][0][0] = 9
+    _rewrite(saved, tmp_path / "arch.npz", header=header)
+    with pytest.raises(ModelFileError, match="the architecture needs"):
+        fastnn.load(tmp_path / "arch.npz")
+    header = _header(saved)
+    header["kind"] = "Transformer"
+    _rewrite(saved, tmp_path / "kind.npz", header=header)
+    with pytest.raises(ModelFileError, match="unknown model kind 'Transformer'"):
+        fastnn.load(tmp_path / "kind.npz")
+    header = _header(saved)
+    header["layers"][0][1] = "swish"
+    _rewrite(saved, tmp_path / "act.npz", header=header)
+    with pytest.raises(ModelFileError, match="unknown activation 'swish'"):
+        fastnn.load(tmp_path / "act.npz")
+
+
+def test_write_model_refuses_object_arrays(tmp_path):
+    with pytest.raises(TypeError, match="only numeric and unicode arrays"):
+        write_model(tmp_path / "x.npz", {"kind": "Sequential"}, {"a": np.array([{}], object)})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_files_load_or_fail_cleanly(tmp_path, saved, data):
+    blob = bytearray(saved.read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    path = tmp_path / "fuzz.npz"
+    path.write_bytes(bytes(blob))
+    try:
+        model = fastnn.load(path)
+    except ModelFileError:
+        return
+    proba = model.predict_proba(X)  # a file that loads must give a working model
+    assert np.isfinite(proba).all()
