@@ -287,6 +287,7 @@ class Sequential:
         saved = [np.empty_like(a) for a in (net.theta, trainer.m, trainer.v)]
         live = (net.theta, trainer.m, trainer.v)
         history = History()
+        self.history_ = history  # filled as epochs complete, so an interrupt keeps them
         if val is not None:
             history.history["val_loss"] = []
             if self._kind != "regression":
@@ -325,7 +326,6 @@ class Sequential:
                     line += f" - val_accuracy: {metrics['accuracy']:.4f}"
             if verbose:
                 print(f"{line} - {1e3 * (time.perf_counter() - start):.3f} ms", flush=True)
-        self.history_ = history
         return history
 
     # --- inference ------------------------------------------------------------------
@@ -333,7 +333,11 @@ class Sequential:
         """Output-layer activations: class probabilities (or regression values)."""
         self._check_built("predict_proba")
         X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
-        return self._net.predict(X)
+        out = self._net.predict(X)
+        if not np.isfinite(out).all():
+            raise ValueError("the network's output overflowed to a non-finite value; X holds "
+                             f"values up to {np.abs(X).max():.3g}: scale the inputs")
+        return out
 
     def predict(self, X, /):
         """Class labels (classifiers) or predicted values (regression)."""

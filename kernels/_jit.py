@@ -2,9 +2,25 @@
 
 Every kernel in ``fastnn.kernels`` is compiled through these decorators so that
 fastmath flags, the error model and caching are set once.
+
+Caching is numba's on-disk cache with three changes, made in :class:`_KernelCache`:
+
+- An entry is valid only for the exact source of *all* ``kernels/*.py`` files. Numba
+  keys a cache on the defining file alone, so an edit to a helper in ``dense.py`` would
+  leave ``epoch.py``'s compiled kernels stale.
+- An entry that cannot be read (truncated, written by another numba, built against a
+  module name that no longer exists) is treated as a miss and recompiled, with one
+  warning, instead of raising from the kernel call.
+- Where no cache directory is writable (read-only install and ``NUMBA_CACHE_DIR``),
+  kernels compile in memory, with one warning, instead of failing at import.
 """
 
+import hashlib
+import os
+import warnings
+
 import numba
+from numba.core.caching import FunctionCache
 
 # No nnan/ninf: the API's finiteness checks and the divergence guard still see NaN.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -12,11 +28,62 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _OPTS = dict(nogil=True, fastmath=FASTMATH, error_model="numpy")
 
 
+class KernelCacheWarning(UserWarning):
+    """The on-disk kernel cache could not be used; kernels still work."""
+
+
+def _sources_digest():
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as fh:
+                digest.update(name.encode() + b"\0" + fh.read())
+    return ("fastnn-kernels", digest.hexdigest())
+
+
+_SOURCES_STAMP = _sources_digest()
+_warned = set()
+
+
+def _warn_once(key, message):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, KernelCacheWarning, stacklevel=3)
+
+
+class _KernelCache(FunctionCache):
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file._source_stamp = _SOURCES_STAMP
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as exc:  # any unreadable entry: recompile rather than fail
+            _warn_once("load", f"fastnn: ignored an unreadable kernel cache entry in "
+                               f"{self.cache_path!r} ({type(exc).__name__}: {exc}); recompiling")
+            return None
+
+    def save_overload(self, sig, data):
+        try:
+            super().save_overload(sig, data)
+        except Exception as exc:
+            _warn_once("save", f"fastnn: could not write the kernel cache in "
+                               f"{self.cache_path!r} ({type(exc).__name__}: {exc})")
+
+
 def kernel(fn):
     """Compile ``fn`` lazily, per dtype, with an on-disk cache."""
-    return numba.njit(fn, cache=True, **_OPTS)
+    dispatcher = numba.njit(fn, **_OPTS)
+    try:
+        dispatcher._cache = _KernelCache(dispatcher.py_func)
+    except RuntimeError as exc:  # numba found no writable cache location
+        _warn_once("locate", f"fastnn: kernels will compile without an on-disk cache ({exc}); "
+                             "set NUMBA_CACHE_DIR to a writable directory to cache them")
+    return dispatcher
 
 
 def inline(fn):
-    """Compile ``fn`` into each caller (row and element helpers)."""
+    """Compile ``fn`` as a helper of kernels: it has no cache entry of its own."""
     return numba.njit(fn, **_OPTS)
