@@ -68,7 +68,10 @@ def relu_forward(z):
 
 def sigmoid_forward(z):
     one = z.dtype.type(1)
-    return one / (one + np.exp(-z))
+    # exp(-z) overflows to inf for z < -88 (float32) / -709 (float64); 1 / inf = 0 is the
+    # right answer, so the overflow warning is noise (and an error under -W error).
+    with np.errstate(over="ignore"):
+        return one / (one + np.exp(-z))
 
 
 def tanh_forward(z):
