@@ -13,14 +13,24 @@ BLAS_MIN_WORK = 16384
 
 @inline
 def _matmul_bias(x, w, b, out):
+    if x.shape[0] * x.shape[1] * w.shape[1] >= BLAS_MIN_WORK:
+        _matmul_bias_blas(x, w, b, out)
+    else:
+        _matmul_bias_loops(x, w, b, out)
+
+
+@inline
+def _matmul_bias_blas(x, w, b, out):
+    np.dot(x, w, out)
+    for i in range(x.shape[0]):
+        for j in range(w.shape[1]):
+            out[i, j] += b[j]
+
+
+@inline
+def _matmul_bias_loops(x, w, b, out):
     n, n_in = x.shape
     n_out = w.shape[1]
-    if n * n_in * n_out >= BLAS_MIN_WORK:
-        np.dot(x, w, out)
-        for i in range(n):
-            for j in range(n_out):
-                out[i, j] += b[j]
-        return
     # Four rows at a time: each w[k, j] loaded once feeds four FMAs. Rows of 16 or 3
     # outputs are too short for LLVM's 4x-interleaved zmm loop (32 lanes), so the plain
     # i-k-j loop ran mostly scalar: 16x16x16 took ~1.1 us plain vs ~0.6 us blocked.
@@ -61,26 +71,7 @@ def _grad_params(x, delta, w, alpha, denom, grad_w, grad_b):
     if n * n_in * n_out >= BLAS_MIN_WORK:
         np.dot(x.T, delta, grad_w)
     else:
-        for k in range(n_in):
-            for j in range(n_out):
-                grad_w[k, j] = 0
-        i = 0
-        while i + 4 <= n:  # four samples per pass over grad_w (see _matmul_bias)
-            for k in range(n_in):
-                x0 = x[i, k]
-                x1 = x[i + 1, k]
-                x2 = x[i + 2, k]
-                x3 = x[i + 3, k]
-                for j in range(n_out):
-                    grad_w[k, j] += (x0 * delta[i, j] + x1 * delta[i + 1, j]) + (
-                        x2 * delta[i + 2, j] + x3 * delta[i + 3, j])
-            i += 4
-        while i < n:
-            for k in range(n_in):
-                xik = x[i, k]
-                for j in range(n_out):
-                    grad_w[k, j] += xik * delta[i, j]
-            i += 1
+        _xt_delta_loops(x, delta, grad_w)
     for k in range(n_in):
         for j in range(n_out):
             grad_w[k, j] = (grad_w[k, j] + alpha * w[k, j]) / denom
@@ -94,13 +85,45 @@ def _grad_params(x, delta, w, alpha, denom, grad_w, grad_b):
 
 
 @inline
+def _xt_delta_loops(x, delta, grad_w):
+    # grad_w = x.T @ delta
+    n, n_in = x.shape
+    n_out = delta.shape[1]
+    for k in range(n_in):
+        for j in range(n_out):
+            grad_w[k, j] = 0
+    i = 0
+    while i + 4 <= n:  # four samples per pass over grad_w (see _matmul_bias_loops)
+        for k in range(n_in):
+            x0 = x[i, k]
+            x1 = x[i + 1, k]
+            x2 = x[i + 2, k]
+            x3 = x[i + 3, k]
+            for j in range(n_out):
+                grad_w[k, j] += (x0 * delta[i, j] + x1 * delta[i + 1, j]) + (
+                    x2 * delta[i + 2, j] + x3 * delta[i + 3, j])
+        i += 4
+    while i < n:
+        for k in range(n_in):
+            xik = x[i, k]
+            for j in range(n_out):
+                grad_w[k, j] += xik * delta[i, j]
+        i += 1
+
+
+@inline
 def _grad_input(delta, w, out):
     # out = delta @ w.T
+    if delta.shape[0] * delta.shape[1] * w.shape[0] >= BLAS_MIN_WORK:
+        np.dot(delta, w.T, out)
+    else:
+        _grad_input_loops(delta, w, out)
+
+
+@inline
+def _grad_input_loops(delta, w, out):
     n, n_out = delta.shape
     n_in = w.shape[0]
-    if n * n_in * n_out >= BLAS_MIN_WORK:
-        np.dot(delta, w.T, out)
-        return
     zero = out.dtype.type(0)
     i = 0
     while i + 4 <= n:  # four independent dot products share each w[k, j] load

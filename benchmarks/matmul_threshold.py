@@ -1,0 +1,99 @@
+"""Where BLAS beats the hand loops: prints ns per product for both paths.
+
+``python benchmarks/matmul_threshold.py`` times, inside compiled loops (no dispatch
+cost), each of the three products of a dense layer through the hand-written loops and
+through ``np.dot`` (BLAS), for batch x n_in x n_out shapes around ``BLAS_MIN_WORK``.
+The crossover it shows is what ``kernels/dense.py`` uses.
+"""
+
+import sys
+import time
+
+import numba
+import numpy as np
+
+from fastnn.kernels.dense import (
+    BLAS_MIN_WORK,
+    _grad_input_loops,
+    _matmul_bias_blas,
+    _matmul_bias_loops,
+    _xt_delta_loops,
+)
+
+
+@numba.njit
+def _forward_loops(reps, x, w, b, out):
+    for _ in range(reps):
+        _matmul_bias_loops(x, w, b, out)
+
+
+@numba.njit
+def _forward_blas(reps, x, w, b, out):
+    for _ in range(reps):
+        _matmul_bias_blas(x, w, b, out)
+
+
+@numba.njit
+def _wgrad_loops(reps, x, d, gw):
+    for _ in range(reps):
+        _xt_delta_loops(x, d, gw)
+
+
+@numba.njit
+def _wgrad_blas(reps, x, d, gw):
+    for _ in range(reps):
+        np.dot(x.T, d, gw)
+
+
+@numba.njit
+def _igrad_loops(reps, d, w, out):
+    for _ in range(reps):
+        _grad_input_loops(d, w, out)
+
+
+@numba.njit
+def _igrad_blas(reps, d, w, out):
+    for _ in range(reps):
+        np.dot(d, w.T, out)
+
+
+def _ns(fn, *args, work):
+    reps = max(20, 2_000_000 // max(work, 1))
+    fn(1, *args)
+    best = []
+    for _ in range(5):
+        start = time.perf_counter()
+        fn(reps, *args)
+        best.append((time.perf_counter() - start) / reps * 1e9)
+    return float(np.median(best))
+
+
+def main(dtype_name="float64"):
+    dtype = np.dtype(dtype_name).type
+    rng = np.random.default_rng(0)
+    shapes = [(16, 4, 16), (16, 16, 16), (16, 16, 3), (32, 16, 32), (32, 32, 32), (16, 64, 32),
+              (32, 64, 10), (32, 64, 32), (32, 64, 64), (32, 64, 128), (32, 128, 64),
+              (128, 784, 512)]
+    print(f"{dtype_name}; BLAS_MIN_WORK = {BLAS_MIN_WORK}; ns per product (median of 5), "
+          "loops / blas")
+    print(f"{'n x n_in x n_out':>18} {'work':>9} {'forward':>19} {'x.T @ delta':>19} "
+          f"{'delta @ w.T':>19}")
+    for n, n_in, n_out in shapes:
+        x = rng.standard_normal((n, n_in)).astype(dtype)
+        w = rng.standard_normal((n_in, n_out)).astype(dtype)
+        b = rng.standard_normal(n_out).astype(dtype)
+        d = rng.standard_normal((n, n_out)).astype(dtype)
+        out, gw, gi = np.empty((n, n_out), dtype), np.empty_like(w), np.empty_like(x)
+        work = n * n_in * n_out
+        cols = []
+        for loops, blas, args in [(_forward_loops, _forward_blas, (x, w, b, out)),
+                                  (_wgrad_loops, _wgrad_blas, (x, d, gw)),
+                                  (_igrad_loops, _igrad_blas, (d, w, gi))]:
+            a, c = _ns(loops, *args, work=work), _ns(blas, *args, work=work)
+            cols.append(f"{a:8.0f} / {c:8.0f}" + ("*" if c < a else " "))
+        print(f"{n:>6} x {n_in:>4} x {n_out:>4} {work:>9} " + " ".join(cols))
+    print("* = BLAS faster")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
