@@ -10,14 +10,10 @@ Activation codes (``IDENTITY`` ...) describe a layer to the fused kernels, the w
 
 import numpy as np
 
+from ._codes import EXP, IDENTITY, LOGISTIC, RELU, SOFTMAX, TANH
 from ._jit import inline, kernel
 
-IDENTITY = 0
-RELU = 1
-LOGISTIC = 2
-TANH = 3
-SOFTMAX = 4
-EXP = 5  # log-link output of the Poisson regressor
+__all__ = ["EXP", "IDENTITY", "LOGISTIC", "RELU", "SOFTMAX", "TANH"]  # re-exported codes
 
 
 @inline

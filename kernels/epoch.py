@@ -19,25 +19,23 @@ every network, so the first fit in a fresh process loads one cache entry per dty
 
 import numpy as np
 
+from ._codes import (
+    HYPER_ALPHA,
+    HYPER_BETA_1,
+    HYPER_BETA_2,
+    HYPER_CLIP_EPS,
+    HYPER_EPSILON,
+    HYPER_GSCALE,
+    HYPER_LR,
+    HYPER_MOMENTUM,
+    OPT_ADAM,
+    OPT_NESTEROV,
+)
 from ._jit import inline, kernel
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
-
-HYPER_LR = 0
-HYPER_MOMENTUM = 1
-HYPER_BETA_1 = 2
-HYPER_BETA_2 = 3
-HYPER_EPSILON = 4
-HYPER_ALPHA = 5
-HYPER_GSCALE = 6
-HYPER_CLIP_EPS = 7
-N_HYPER = 8
-
-OPT_SGD = 0
-OPT_NESTEROV = 1
-OPT_ADAM = 2
 
 
 @inline
