@@ -24,8 +24,25 @@ Matched scikit-learn quirks (on purpose, so results stay identical):
   does not call its check there) and runs a full L-BFGS fit from the current weights.
 - Without stratification for multiclass targets: the early-stopping split is stratified
   only for binary classification (one output column).
+
+Where fastnn deliberately differs (each only on a failure path, so finite runs keep
+scikit-learn's numbers bit for bit):
+
+- Divergence: an epoch whose loss or weights become non-finite is undone, a
+  ``fastnn.DivergenceWarning`` is issued and training stops; the estimator keeps the
+  weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
+  "Solver produced non-finite parameter weights", leaving them in place). L-BFGS keeps
+  its last accepted iterate with a finite loss.
+- ``KeyboardInterrupt`` during ``fit``/``partial_fit``: the interrupted epoch (weights,
+  optimizer state and bookkeeping) is undone, early stopping restores its best weights
+  as usual, and the interrupt is re-raised (scikit-learn warns and returns).
+- ``predict``/``predict_proba`` raise ``ValueError`` when the output overflows to a
+  non-finite value (scikit-learn returns NaN, or an arbitrary class).
+- ``save(path)`` and ``fastnn.load(path)``: model files without pickle (see ``save``).
 """
 
+import math
+import numbers
 import warnings
 
 import numpy as np
@@ -50,6 +67,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from fastnn import kernels as K
 from fastnn._network import Network, Trainer, make_hyper
 from fastnn._validation import check_dtype
+from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -63,6 +81,49 @@ _EXTRA_CONSTRAINTS = {
     "dtype": [None, StrOptions({"float32", "float64"}),
               Options(type, {np.float32, np.float64})],
 }
+
+
+_INT_ATTRS = ("n_features_in_", "n_outputs_", "n_iter_", "t_", "_no_improvement_count")
+_FLOAT_ATTRS = ("loss_", "best_loss_", "best_validation_score_")
+_LIST_ATTRS = ("loss_curve_", "validation_scores_")
+_OPT_FIELDS = ("solver", "schedule", "learning_rate_init", "learning_rate", "momentum",
+               "nesterov", "power_t", "beta_1", "beta_2", "epsilon", "steps")
+
+
+def _to_json(value, name):
+    """``value`` as plain JSON data, or TypeError naming the parameter."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if not np.isfinite(value):
+            raise TypeError(f"cannot save {name}={value!r}: only finite numbers are stored")
+        return value
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_to_json(v, name) for v in value]
+    if isinstance(value, type) and issubclass(value, np.generic) or isinstance(value, np.dtype):
+        return np.dtype(value).name
+    raise TypeError(f"cannot save {name}={value!r}: model files store only JSON-able "
+                    "parameter values (numbers, strings, lists, None)")
+
+
+def _check_nonneg_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _array_reader(arrays, error):
+    def get_int(name, minimum):
+        arr = arrays[name]
+        if arr.shape != (1,) or arr.dtype.kind not in "iu" or int(arr[0]) < minimum:
+            raise error(f"{name} must be one integer >= {minimum}, got {arr!r}")
+        return int(arr[0])
+    return get_int
 
 
 class _OptimizerState:
@@ -121,6 +182,12 @@ class _OptimizerState:
         return False
 
 
+def _all_finite(a):
+    """``np.isfinite(a).all()``, without a temporary in the common case: a sum is
+    finite whenever every entry is (only an overflowing sum needs the full check)."""
+    return math.isfinite(a.sum()) or bool(np.isfinite(a).all())
+
+
 def _same_view(a, b):
     """True when ``a`` is exactly the view ``b`` (same memory, shape, strides, dtype)."""
     return (isinstance(a, np.ndarray) and a.shape == b.shape and a.dtype == b.dtype
@@ -153,6 +220,7 @@ class _BaseMLP(BaseEstimator):
         state = dict(super().__getstate__())
         state.pop("_net", None)  # holds the backend module, which does not pickle
         state.pop("_views", None)  # identity cache: meaningless in another process
+        state.pop("_snapshot", None)  # scratch of _fit_stochastic
         return state
 
     def _network(self):
@@ -228,7 +296,9 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # scikit-learn's finiteness check sums X: +inf and -inf would also warn there
+            X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if first_pass:
             dtype = self._fit_dtype(X)
         else:
@@ -286,18 +356,43 @@ class _BaseMLP(BaseEstimator):
             return float(loss), grad.astype(np.float64)  # a copy: scipy keeps it
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        result = scipy.optimize.minimize(
-            loss_and_grad,
-            net.theta.astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            options={
-                "maxfun": self.max_fun,
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-                **_get_additional_lbfgs_options_dict("iprint", iprint),
-            },
-        )
+        # The last accepted iterate (finite loss): where Ctrl-C or a non-finite result
+        # leaves the model. Recording it changes no number of the run.
+        accepted = net.theta.copy()
+        accepted_loss = [np.nan]
+
+        def remember(intermediate_result):
+            if np.isfinite(intermediate_result.fun):
+                accepted[...] = intermediate_result.x
+                accepted_loss[0] = float(intermediate_result.fun)
+
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite: reported below
+                result = scipy.optimize.minimize(
+                    loss_and_grad,
+                    net.theta.astype(np.float64),
+                    method="L-BFGS-B",
+                    jac=True,
+                    callback=remember,
+                    options={
+                        "maxfun": self.max_fun,
+                        "maxiter": self.max_iter,
+                        "gtol": self.tol,
+                        **_get_additional_lbfgs_options_dict("iprint", iprint),
+                    },
+                )
+        except KeyboardInterrupt:
+            net.theta[...] = accepted
+            raise
+        if not (np.isfinite(result.fun) and np.isfinite(result.x).all()):
+            net.theta[...] = accepted
+            self.n_iter_ = int(result.nit)
+            self.loss_ = accepted_loss[0]
+            warnings.warn(
+                f"training diverged: L-BFGS ended with loss = {result.fun}; kept the last "
+                "iterate with a finite loss. Scale the inputs.", DivergenceWarning,
+                stacklevel=5)
+            return
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = result.fun
         net.theta[...] = result.x
@@ -347,13 +442,39 @@ class _BaseMLP(BaseEstimator):
         trainer = Trainer(net, batch_size, opt.code, state=(opt.m, opt.v))
         hyper = opt.hyper(dtype, self.alpha)
         sample_idx = np.arange(n_samples, dtype=np.int64)
-        try:
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
+        # The state at the start of the running epoch: an epoch cut short by Ctrl-C, or
+        # one whose loss or weights became non-finite, is undone back to it. Copying it
+        # changes no number, so finite runs stay identical to scikit-learn's.
+        live = (net.theta, opt.m) + ((opt.v,) if opt.solver == "adam" else ())
+        saved = self._snapshot_buffers(live)
+        interrupted = False
+        numba_engine = net.backend == "numba"
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            for keep, arr in zip(saved, live):
+                np.copyto(keep, arr)
+            marks = self._epoch_marks()
+            try:
                 if self.shuffle:
                     sample_idx = _shuffle(sample_idx, random_state=random_state)
                 hyper[K.HYPER_LR] = opt.learning_rate
-                total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper, opt.steps)
+                if numba_engine:
+                    total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper,
+                                          opt.steps)
+                else:  # a diverging epoch is reported below; the NumPy engine would warn
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper,
+                                              opt.steps)
+                if not (math.isfinite(total) and _all_finite(net.theta)):
+                    for keep, arr in zip(saved, live):
+                        np.copyto(arr, keep)
+                    what = ("" if not np.isfinite(total) else ", weights overflowed")
+                    warnings.warn(
+                        f"training diverged at epoch {self.n_iter_ + 1} (loss = "
+                        f"{total / n_samples}{what}); stopped and kept the weights of the "
+                        "last finite epoch. Lower learning_rate_init or scale the inputs.",
+                        DivergenceWarning, stacklevel=5)
+                    break
                 opt.steps += n_batches
                 self.n_iter_ += 1
                 self.loss_ = total / n_samples
@@ -370,16 +491,22 @@ class _BaseMLP(BaseEstimator):
                     if opt.trigger_stopping(msg, self.verbose):
                         break
                     self._no_improvement_count = 0
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) reached and the "
-                        "optimization hasn't converged yet." % self.max_iter,
-                        ConvergenceWarning,
-                    )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
+            except KeyboardInterrupt:
+                # Unlike scikit-learn (which warns and returns), re-raise: but first put
+                # the model back at the end of the last completed epoch.
+                for keep, arr in zip(saved, live):
+                    np.copyto(arr, keep)
+                self._restore_marks(marks)
+                interrupted = True
+                break
+            if incremental:
+                break
+            if self.n_iter_ == self.max_iter:
+                warnings.warn(
+                    "Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                    "optimization hasn't converged yet." % self.max_iter,
+                    ConvergenceWarning,
+                )
 
         if early_stopping:
             # Restore the best weights; afterwards the "best" snapshot is the live
@@ -387,10 +514,43 @@ class _BaseMLP(BaseEstimator):
             if self._best_theta is not None:
                 net.theta[...] = self._best_theta
             self._best_theta = None
+        if interrupted:
+            raise KeyboardInterrupt
+
+    def _snapshot_buffers(self, live):
+        """Buffers for the start-of-epoch copies, kept between calls: a new 10 MB array
+        per ``partial_fit`` costs more in page faults than the copy itself."""
+        bufs = getattr(self, "_snapshot", None)
+        if bufs is None or len(bufs) != len(live) or any(
+                b.shape != a.shape or b.dtype != a.dtype for b, a in zip(bufs, live)):
+            bufs = [np.empty_like(a) for a in live]
+            self._snapshot = bufs
+        return bufs
+
+    def _epoch_marks(self):
+        """The bookkeeping one epoch changes, to undo an interrupted epoch."""
+        opt = self._optimizer
+        return (self.n_iter_, self.t_, getattr(self, "loss_", None), len(self.loss_curve_),
+                self._no_improvement_count, self.best_loss_, self.best_validation_score_,
+                None if self.validation_scores_ is None else len(self.validation_scores_),
+                self._best_theta, opt.steps, opt.learning_rate)
+
+    def _restore_marks(self, marks):
+        (self.n_iter_, self.t_, loss, n_curve, self._no_improvement_count, self.best_loss_,
+         self.best_validation_score_, n_scores, self._best_theta, self._optimizer.steps,
+         self._optimizer.learning_rate) = marks
+        if loss is None:
+            self.__dict__.pop("loss_", None)
+        else:
+            self.loss_ = loss
+        del self.loss_curve_[n_curve:]
+        if n_scores is not None:
+            del self.validation_scores_[n_scores:]
 
     def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
         if early_stopping:
-            score = self._score(X_val, y_val, sw_val)
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run's score
+                score = self._score(X_val, y_val, sw_val)
             self.validation_scores_.append(score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -423,7 +583,8 @@ class _BaseMLP(BaseEstimator):
                 and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
                 and "feature_names_in_" not in self.__dict__ and np.isfinite(X).all()):
             return X
-        return validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # as in _fit
+            return validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
 
     def _forward(self, X, check_input=True):
         """Output activations for ``X`` (2-D), from the current parameters."""
@@ -431,7 +592,16 @@ class _BaseMLP(BaseEstimator):
             X = self._check_predict_input(X)
         self._sync_theta()
         net = self._network()
-        return net.predict(self._dense(X, net.dtype))
+        if net.backend == "numba":
+            out = net.predict(self._dense(X, net.dtype))
+        else:  # overflow is reported just below, as with the compiled engine
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = net.predict(self._dense(X, net.dtype))
+        if check_input and not np.isfinite(out).all():
+            # scikit-learn returns NaN (predict: an arbitrary class) here; refuse instead.
+            raise ValueError("the network's output overflowed to a non-finite value; X holds "
+                             f"values up to {np.abs(X).max():.3g}: scale the inputs")
+        return out
 
     def _score(self, X, y, sample_weight=None):
         # Validation score during early stopping: X is already validated.
@@ -464,6 +634,222 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+    # --- model files ---------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted estimator to ``path`` (an ``.npz`` of arrays + a JSON header).
+
+        The header holds ``get_params()`` (tuples as lists, NumPy scalars as Python
+        numbers, a ``dtype`` class as its name, a ``RandomState`` as its state); the
+        arrays hold the flat parameter buffer, ``classes_``, the loss and validation
+        curves, counters, ``feature_names_in_`` and the optimizer state (SGD velocity or
+        Adam moments, step count, current learning rate), so that ``predict`` after
+        :func:`fastnn.load` gives identical numbers and ``partial_fit`` or a
+        ``warm_start`` fit continues exactly as the saved estimator would. Nothing is
+        pickled. The file is written to a temporary file and renamed into place.
+
+        After loading, ``get_params()`` holds the same values in JSON's types: a
+        ``hidden_layer_sizes`` list or array comes back as a tuple, ``dtype=np.float32``
+        as ``"float32"``, and a ``RandomState`` as a new ``RandomState`` in the state it
+        had at save time (so both copies draw the same numbers from there on).
+
+        Raises
+        ------
+        NotFittedError
+            The estimator is not fitted.
+        TypeError
+            A parameter cannot be stored as JSON, or ``classes_`` has object dtype
+            (labels of mixed or non-string Python objects); fit with numeric or
+            ``str`` labels (``np.asarray(y, dtype=str)``) to save.
+        """
+        from fastnn.io import write_model
+
+        self._check_fitted()
+        self._sync_theta()
+        params = self.get_params(deep=False)
+        header = {"kind": self._kind}
+        arrays = {"theta": self._theta}
+        rs = params.get("random_state")
+        if isinstance(rs, np.random.RandomState):
+            name, keys, pos, has_gauss, cached = rs.get_state(legacy=True)
+            header["random_state"] = {"name": str(name), "pos": int(pos),
+                                      "has_gauss": int(has_gauss), "cached": float(cached)}
+            arrays["random_state_keys"] = keys
+            params["random_state"] = None
+        header["params"] = {k: _to_json(v, k) for k, v in params.items()}
+        for name in _INT_ATTRS:
+            if name in self.__dict__:
+                arrays[name] = np.array([getattr(self, name)], dtype=np.int64)
+        arrays["out_activation_"] = np.array([self.out_activation_], dtype=str)
+        none_attrs = []
+        for name in _FLOAT_ATTRS + _LIST_ATTRS:
+            if name not in self.__dict__:
+                continue
+            value = self.__dict__[name]
+            if value is None:
+                none_attrs.append(name)
+            else:
+                arrays[name] = np.array(value, dtype=np.float64).reshape(-1)
+        if "_best_theta" in self.__dict__:
+            if self._best_theta is None:
+                none_attrs.append("_best_theta")
+            else:
+                arrays["best_theta"] = self._best_theta
+        header["none_attrs"] = none_attrs
+        if "feature_names_in_" in self.__dict__:
+            arrays["feature_names_in_"] = np.asarray(self.feature_names_in_, dtype=str)
+        opt = getattr(self, "_optimizer", None)
+        if opt is not None:
+            header["optimizer"] = {k: _to_json(getattr(opt, k), k) for k in _OPT_FIELDS}
+            arrays["opt_m"], arrays["opt_v"] = opt.m, opt.v
+        if self._is_classifier:
+            lb = self._label_binarizer
+            for name, classes in (("classes_", self.classes_), ("lb_classes_", lb.classes_)):
+                classes = np.asarray(classes)
+                if classes.dtype.kind not in "biufU":
+                    raise TypeError(
+                        f"cannot save an estimator whose {name} has dtype {classes.dtype}: model "
+                        "files hold only numeric or unicode labels; fit with numeric or str "
+                        "labels (e.g. np.asarray(y, dtype=str)) to save")
+                arrays[name] = classes
+            header["label_binarizer"] = {"y_type": str(lb.y_type_),
+                                         "sparse_input": bool(lb.sparse_input_)}
+        write_model(path, header, arrays)
+
+    @classmethod
+    def _from_file(cls, header, arrays):
+        """Rebuild an estimator from :func:`fastnn.io.read_model`'s output.
+
+        Everything is checked against everything else before any large allocation;
+        inconsistencies raise :class:`fastnn.ModelFileError` (``fastnn.load`` also turns
+        the KeyError/TypeError/ValueError of a malformed header into one).
+        """
+        from fastnn.io import ModelFileError
+
+        params = header["params"]
+        if not isinstance(params, dict):
+            raise ModelFileError(f"params must be a JSON object, got {type(params).__name__}")
+        params = dict(params)
+        if isinstance(params.get("hidden_layer_sizes"), list):
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+        if header.get("random_state") is not None:
+            spec = header["random_state"]
+            keys = arrays["random_state_keys"]
+            if keys.shape != (624,) or keys.dtype.kind not in "iu":
+                raise ModelFileError(f"random_state_keys has shape {keys.shape} and dtype "
+                                     f"{keys.dtype}, expected (624,) uint32")
+            rs = np.random.RandomState()
+            rs.set_state((spec["name"], keys.astype(np.uint32), int(spec["pos"]),
+                          int(spec["has_gauss"]), float(spec["cached"])))
+            params["random_state"] = rs
+        est = cls(**params)
+        est._validate_params()
+        hidden = est._hidden_sizes()
+        get_int = _array_reader(arrays, ModelFileError)
+        n_features = get_int("n_features_in_", 1)
+        n_outputs = get_int("n_outputs_", 1)
+        sizes = [n_features] + hidden + [n_outputs]
+        n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        theta = arrays["theta"]
+        if theta.ndim != 1 or theta.dtype not in (np.float32, np.float64) \
+                or theta.shape[0] != n_params:
+            raise ModelFileError(f"theta has shape {theta.shape} and dtype {theta.dtype}; the "
+                                 f"architecture {sizes} needs ({n_params},) float32 or float64")
+        if est.dtype is not None and np.dtype(check_dtype(est.dtype)) != theta.dtype:
+            raise ModelFileError(f"theta has dtype {theta.dtype} but the dtype parameter is "
+                                 f"{est.dtype!r}")
+        if not np.isfinite(theta).all():
+            raise ModelFileError("the saved weights contain NaN or infinity")
+        if est._is_classifier:
+            spec = header["label_binarizer"]
+            y_type = spec["y_type"]
+            lb_classes = arrays["lb_classes_"]
+            classes = arrays["classes_"]
+            if classes.ndim != 1 or lb_classes.ndim != 1:
+                raise ModelFileError(f"classes_ must be 1-D, got shapes {classes.shape} and "
+                                     f"{lb_classes.shape}")
+            expected = {"binary": (1, (1, 2)), "multiclass": (len(lb_classes), (n_outputs,)),
+                        "multilabel-indicator": (len(lb_classes), (n_outputs,))}
+            if y_type not in expected or n_outputs != expected[y_type][0] \
+                    or len(lb_classes) not in expected[y_type][1] \
+                    or (y_type == "multiclass" and n_outputs < 3):
+                raise ModelFileError(f"{len(lb_classes)} classes of target type {y_type!r} do "
+                                     f"not match {n_outputs} network outputs")
+            lb = LabelBinarizer()
+            lb.classes_, lb.y_type_ = lb_classes, y_type
+            lb.sparse_input_ = bool(spec["sparse_input"])
+            est._label_binarizer, est.classes_ = lb, classes
+            out_activation = "softmax" if y_type == "multiclass" else "logistic"
+        else:
+            out_activation = est._output_activation()
+        saved_act = arrays["out_activation_"]
+        if saved_act.shape != (1,) or saved_act.dtype.kind != "U" \
+                or str(saved_act[0]) != out_activation:
+            raise ModelFileError(f"out_activation_ {saved_act!r} does not match the model "
+                                 f"(expected {out_activation!r})")
+        est.n_features_in_, est.n_outputs_ = n_features, n_outputs
+        est.n_iter_, est.t_ = get_int("n_iter_", 0), get_int("t_", 0)
+        if "_no_improvement_count" in arrays:
+            est._no_improvement_count = get_int("_no_improvement_count", 0)
+        est.n_layers_ = len(sizes)
+        est.out_activation_ = out_activation
+        none_attrs = header.get("none_attrs", [])
+        if not isinstance(none_attrs, list) or not set(none_attrs) <= set(
+                _FLOAT_ATTRS + _LIST_ATTRS + ("_best_theta",)):
+            raise ModelFileError(f"unexpected none_attrs {none_attrs!r}")
+        for name in none_attrs:
+            setattr(est, name, None)
+        for name in _FLOAT_ATTRS:
+            if name in arrays:
+                value = arrays[name]
+                if value.shape != (1,) or value.dtype.kind != "f":
+                    raise ModelFileError(f"{name} must be one float, got shape "
+                                         f"{value.shape} dtype {value.dtype}")
+                setattr(est, name, float(value[0]))
+        for name in _LIST_ATTRS:
+            if name in arrays:
+                value = arrays[name]
+                if value.ndim != 1 or value.dtype.kind != "f":
+                    raise ModelFileError(f"{name} must be a 1-D float array, got shape "
+                                         f"{value.shape} dtype {value.dtype}")
+                setattr(est, name, [float(v) for v in value])
+        if "feature_names_in_" in arrays:
+            names = arrays["feature_names_in_"]
+            if names.shape != (n_features,) or names.dtype.kind != "U":
+                raise ModelFileError(f"feature_names_in_ has shape {names.shape} and dtype "
+                                     f"{names.dtype}, expected ({n_features},) str")
+            est.feature_names_in_ = np.asarray(names.tolist(), dtype=object)
+
+        def same_as_theta(name):
+            arr = arrays[name]
+            if arr.shape != theta.shape or arr.dtype != theta.dtype:
+                raise ModelFileError(f"{name} has shape {arr.shape} and dtype {arr.dtype}; "
+                                     f"the weights have {theta.shape} {theta.dtype}")
+            return np.ascontiguousarray(arr).copy()
+
+        if "best_theta" in arrays:
+            est._best_theta = same_as_theta("best_theta")
+        if header.get("optimizer") is not None:
+            spec = header["optimizer"]
+            opt = _OptimizerState.__new__(_OptimizerState)
+            for name in _OPT_FIELDS:
+                setattr(opt, name, spec[name])
+            if opt.solver not in _STOCHASTIC or opt.schedule not in (
+                    "constant", "invscaling", "adaptive"):
+                raise ModelFileError(f"unknown optimizer {opt.solver!r}/{opt.schedule!r}")
+            for name in _OPT_FIELDS[2:]:
+                if name != "nesterov" and (isinstance(getattr(opt, name), bool) or not
+                                           isinstance(getattr(opt, name), (int, float))):
+                    raise ModelFileError(f"optimizer field {name} must be a number")
+            opt.steps = int(_check_nonneg_int(opt.steps, "optimizer steps"))
+            opt.m, opt.v = same_as_theta("opt_m"), same_as_theta("opt_v")
+            est._optimizer = opt
+        est._sizes = np.asarray(sizes, dtype=np.int64)
+        est._acts = np.asarray([_HIDDEN_CODES[est.activation]] * (len(sizes) - 2)
+                               + [_OUTPUT_CODES[out_activation]], dtype=np.int64)
+        est._theta = np.ascontiguousarray(theta).copy()
+        est._bind_views()
+        return est
 
 
 _COMMON_DOC = """
@@ -551,6 +937,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     _is_classifier = True
+    _kind = "MLPClassifier"
     _parameter_constraints: dict = {**_SkMLPClassifier._parameter_constraints,
                                     **_EXTRA_CONSTRAINTS}
 
@@ -777,6 +1164,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ``ValueError`` (scikit-learn documents ``y >= 0`` but trains to a NaN loss).
     """
 
+    _kind = "MLPRegressor"
     _parameter_constraints: dict = {**_SkMLPRegressor._parameter_constraints,
                                     **_EXTRA_CONSTRAINTS}
 

@@ -129,7 +129,7 @@ def read_model(path):
     raw = arrays.pop(_HEADER)
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path!r} has a corrupted header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{path!r} is not a fastnn model file")
@@ -155,7 +155,7 @@ def load(path):
             return getattr(estimators, kind)._from_file(header, arrays)
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
         raise ModelFileError(f"{os.fspath(path)!r} has an inconsistent {kind} record: "
                              f"{exc!r}") from None
     raise ModelFileError(f"{os.fspath(path)!r} holds an unknown model kind {kind!r}")
