@@ -3,7 +3,8 @@
 ``python benchmarks/matmul_threshold.py`` times, inside compiled loops (no dispatch
 cost), each of the three products of a dense layer through the hand-written loops and
 through ``np.dot`` (BLAS), for batch x n_in x n_out shapes around ``BLAS_MIN_WORK``.
-The crossover it shows is what ``kernels/dense.py`` uses.
+The crossover it shows is what ``kernels/dense.py`` uses. Run it on a quiet machine:
+BLAS timings suffer most from a loaded one (its threads wait on each other).
 """
 
 import sys
@@ -12,13 +13,59 @@ import time
 import numba
 import numpy as np
 
-from fastnn.kernels.dense import (
-    BLAS_MIN_WORK,
-    _grad_input_loops,
-    _matmul_bias_blas,
-    _matmul_bias_loops,
-    _xt_delta_loops,
-)
+from fastnn.kernels.dense import BLAS_MIN_WORK, _grad_input_loops, _matmul_bias
+
+# The hand loops the kernels used for x @ w + b and x.T @ delta before this measurement
+# moved both products to BLAS; kept here so the comparison can be rerun.
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _matmul_bias_loops(x, w, b, out):
+    n, n_in = x.shape
+    n_out = w.shape[1]
+    i = 0
+    while i + 4 <= n:
+        for j in range(n_out):
+            out[i, j] = b[j]
+            out[i + 1, j] = b[j]
+            out[i + 2, j] = b[j]
+            out[i + 3, j] = b[j]
+        for k in range(n_in):
+            x0, x1, x2, x3 = x[i, k], x[i + 1, k], x[i + 2, k], x[i + 3, k]
+            for j in range(n_out):
+                wkj = w[k, j]
+                out[i, j] += x0 * wkj
+                out[i + 1, j] += x1 * wkj
+                out[i + 2, j] += x2 * wkj
+                out[i + 3, j] += x3 * wkj
+        i += 4
+    while i < n:
+        for j in range(n_out):
+            out[i, j] = b[j]
+        for k in range(n_in):
+            for j in range(n_out):
+                out[i, j] += x[i, k] * w[k, j]
+        i += 1
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _xt_delta_loops(x, delta, grad_w):
+    n, n_in = x.shape
+    n_out = delta.shape[1]
+    grad_w[:, :] = 0
+    i = 0
+    while i + 4 <= n:
+        for k in range(n_in):
+            x0, x1, x2, x3 = x[i, k], x[i + 1, k], x[i + 2, k], x[i + 3, k]
+            for j in range(n_out):
+                grad_w[k, j] += (x0 * delta[i, j] + x1 * delta[i + 1, j]) + (
+                    x2 * delta[i + 2, j] + x3 * delta[i + 3, j])
+        i += 4
+    while i < n:
+        for k in range(n_in):
+            for j in range(n_out):
+                grad_w[k, j] += x[i, k] * delta[i, j]
+        i += 1
 
 
 @numba.njit
@@ -30,7 +77,7 @@ def _forward_loops(reps, x, w, b, out):
 @numba.njit
 def _forward_blas(reps, x, w, b, out):
     for _ in range(reps):
-        _matmul_bias_blas(x, w, b, out)
+        _matmul_bias(x, w, b, out)
 
 
 @numba.njit

@@ -115,6 +115,54 @@ class Network:
         return float(loss), grad
 
 
+class Predictor:
+    """A compiled forward pass with its buffers allocated once: low-latency predict.
+
+    Calling it with a C-contiguous ndarray of the model's dtype and width (one row, say)
+    skips all conversion: one finiteness check and one kernel call. Anything else goes
+    through the full validation first. The weights are copied at creation: later training
+    of the model does not change a predictor made before it.
+
+    Parameters
+    ----------
+    net : Network
+    max_rows : int
+        Calls with up to this many rows reuse the preallocated scratch.
+    """
+
+    def __init__(self, net, max_rows=1):
+        from fastnn.kernels import all_finite, predict_forward
+
+        self._net = net
+        self._theta = net.theta.copy()
+        self._dtype = np.dtype(net.dtype)
+        self._n_in = int(net.sizes[0])
+        self._n_out = int(net.sizes[-1])
+        self._hidden = int(net.sizes[1:-1].sum())
+        self._max_rows = max_rows
+        self._work = np.empty(max(1, max_rows * self._hidden), dtype=net.dtype)
+        self._finite = all_finite if net.backend == "numba" else (
+            lambda a: bool(np.isfinite(a).all()))
+        self._forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
+
+    def __call__(self, x):
+        """Output activations for the rows of ``x``, shape (n_rows, n_outputs)."""
+        from fastnn._validation import check_X
+
+        if not (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
+                and x.shape[1] == self._n_in and x.flags.c_contiguous and x.shape[0] > 0):
+            x = check_X(x, self._dtype.type, n_features=self._n_in)
+        elif not self._finite(x):
+            raise ValueError("X contains NaN or infinity; remove or impute non-finite values")
+        rows = x.shape[0]
+        work = self._work if rows <= self._max_rows else np.empty(
+            max(1, min(rows, PREDICT_BLOCK) * self._hidden), dtype=self._dtype)
+        out = np.empty((rows, self._n_out), dtype=self._dtype)
+        net = self._net
+        self._forward(x, self._theta, net.sizes, net.offsets, net.acts, work, out)
+        return out
+
+
 class Trainer:
     """Workspace and optimizer state for one ``fit``: allocated once, reused each epoch."""
 

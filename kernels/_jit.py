@@ -76,6 +76,8 @@ class _KernelCache(FunctionCache):
 def kernel(fn):
     """Compile ``fn`` lazily, per dtype, with an on-disk cache."""
     dispatcher = numba.njit(fn, **_OPTS)
+    if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT=1: njit returned fn itself
+        return dispatcher
     try:
         dispatcher._cache = _KernelCache(dispatcher.py_func)
     except RuntimeError as exc:  # numba found no writable cache location

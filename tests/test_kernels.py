@@ -1,0 +1,682 @@
+"""Every kernel in ``fastnn.kernels`` against its NumPy twin in ``fastnn.backends.numpy``.
+
+The small kernels write into their ``out`` arguments while their twins return values;
+the engine functions (``run_epoch``, ``loss_grad``, ``predict_forward``) share one
+signature, so the same call runs on both (``all_finite``'s twin is ``np.isfinite``).
+Then hand-checked cases: one Adam step, huge
+logits, a worked 2-2-2 training step, kernels called from another ``@numba.njit``
+function, and (``slow``) hypothesis invariants of softmax.
+"""
+
+import numba
+import numpy as np
+import pytest
+from conftest import DTYPES, TOL
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from numpy.testing import assert_allclose, assert_array_equal
+
+from fastnn import kernels as K
+from fastnn._network import Network, layout, make_hyper
+from fastnn.backends import numpy as npb
+
+# (n, n_in, n_out) for the matmul kernels: a product of n * n_in * n_out multiply-adds
+# below BLAS_MIN_WORK may run hand loops (in rows of four plus a remainder), at or above
+# it goes to np.dot. Two shapes follow the threshold: just below it and exactly on it.
+_T = K.BLAS_MIN_WORK
+SHAPES = [(1, 4, 3), (17, 64, 10), (5, (_T - 1) // 40, 8), (1, -(-_T // 32), 32),
+          (128, 784, 32)]
+# (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
+ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
+
+
+def test_shapes_cover_both_matmul_paths():
+    work = [n * n_in * n_out for n, n_in, n_out in SHAPES]
+    assert min(work) < _T <= max(work)
+    assert _T - 40 <= work[2] < _T <= work[3] < _T + 32  # hugging the threshold
+
+
+# Every kernel this module tests; a kernel added to fastnn.kernels needs a test here.
+TESTED = {
+    "dense_forward", "dense_backward", "dense_backward_input",
+    "identity_forward", "relu_forward", "sigmoid_forward", "tanh_forward", "softmax_forward",
+    "log_softmax_forward", "identity_backward", "relu_backward", "sigmoid_backward",
+    "tanh_backward",
+    "softmax_xent_grad", "sigmoid_bce_grad", "mse_grad", "exp_poisson_grad",
+    "xent_loss", "bce_loss", "mse_loss", "poisson_loss",
+    "sgd_update", "nesterov_update", "adam_update",
+    "run_epoch", "loss_grad", "predict_forward", "workspace_size", "all_finite",
+}
+
+
+def test_every_kernel_is_tested():
+    assert {name for name in K.__all__ if name.islower()} == TESTED
+
+
+def _normal(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def _one_hot(rng, n, k, dtype):
+    y = np.zeros((n, k), dtype)
+    y[np.arange(n), rng.integers(0, k, n)] = 1
+    return y
+
+
+def _weights(rng, n, dtype):
+    return rng.uniform(0.5, 2.0, n).astype(dtype)
+
+
+# --- dense ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_in, n_out", SHAPES)
+def test_dense_forward_matches_numpy(rng, dtype, n, n_in, n_out):
+    x, w, b = (_normal(rng, s, dtype) for s in [(n, n_in), (n_in, n_out), (n_out,)])
+    out = np.full((n, n_out), np.nan, dtype)
+    K.dense_forward(x, w, b, out)
+    assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_in, n_out", SHAPES)
+def test_dense_backward_matches_numpy(rng, dtype, n, n_in, n_out):
+    x, delta, w = (_normal(rng, s, dtype) for s in [(n, n_in), (n, n_out), (n_in, n_out)])
+    alpha, denom = 0.3, 5.5
+    grad_w = np.full((n_in, n_out), np.nan, dtype)
+    grad_b = np.full(n_out, np.nan, dtype)
+    K.dense_backward(x, delta, w, alpha, denom, grad_w, grad_b)
+    want_w, want_b = npb.dense_backward(x, delta, w, dtype(alpha), dtype(denom))
+    assert_allclose(grad_w, want_w, **TOL[dtype])
+    assert_allclose(grad_b, want_b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, n_in, n_out", SHAPES)
+def test_dense_backward_input_matches_numpy(rng, dtype, n, n_in, n_out):
+    delta, w = _normal(rng, (n, n_out), dtype), _normal(rng, (n_in, n_out), dtype)
+    out = np.full((n, n_in), np.nan, dtype)
+    K.dense_backward_input(delta, w, out)
+    assert_allclose(out, npb.dense_backward_input(delta, w), **TOL[dtype])
+
+
+# --- activations ---------------------------------------------------------------------
+# fastmath "afn" lets LLVM (or SVML, where installed) use approximate exp/log/tanh; their
+# float32 error is a few ulps (~5e-7 relative), well inside the table's rtol of 1e-4, so
+# the activations and losses need no tolerance of their own.
+FORWARD = ["identity_forward", "relu_forward", "sigmoid_forward", "tanh_forward",
+           "softmax_forward", "log_softmax_forward"]
+BACKWARD = {"identity_backward": "identity_forward", "relu_backward": "relu_forward",
+            "sigmoid_backward": "sigmoid_forward", "tanh_backward": "tanh_forward"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+@pytest.mark.parametrize("name", FORWARD)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_activation_forward_matches_numpy(rng, dtype, n, k, name, in_place):
+    # scale 4: sigmoid and tanh reach their flat tails, softmax rows get near one-hot
+    z = _normal(rng, (n, k), dtype, scale=4.0)
+    z[0, 0] = 0  # ReLU's kink and the identity's fixed point
+    want = getattr(npb, name)(z)
+    out = z if in_place else np.full_like(z, np.nan)
+    getattr(K, name)(z, out)
+    assert out.dtype == dtype
+    assert_allclose(out, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+@pytest.mark.parametrize("name", sorted(BACKWARD))
+@pytest.mark.parametrize("in_place", [False, True])
+def test_activation_backward_matches_numpy(rng, dtype, n, k, name, in_place):
+    z = _normal(rng, (n, k), dtype, scale=2.0)
+    z[0, 0] = 0
+    a = getattr(npb, BACKWARD[name])(z)  # backward kernels take the activation
+    grad = _normal(rng, (n, k), dtype)
+    want = getattr(npb, name)(a, grad)
+    out = grad if in_place else np.full_like(grad, np.nan)
+    getattr(K, name)(a, grad, out)
+    assert_allclose(out, want, **TOL[dtype])
+
+
+# --- losses --------------------------------------------------------------------------
+def _eps(dtype):
+    return float(np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_softmax_xent_grad_matches_numpy(rng, dtype, n, k):
+    z, y, sw = _normal(rng, (n, k), dtype, 3.0), _one_hot(rng, n, k, dtype), _weights(rng, n, dtype)
+    delta = np.full_like(z, np.nan)
+    loss = K.softmax_xent_grad(z, y, sw, _eps(dtype), delta)
+    want_loss, want_delta = npb.softmax_xent_grad(z, y, sw, _eps(dtype))
+    assert_allclose(loss, want_loss, **TOL[dtype])
+    assert_allclose(delta, want_delta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_sigmoid_bce_grad_matches_numpy(rng, dtype, n, k):
+    z, sw = _normal(rng, (n, k), dtype, 3.0), _weights(rng, n, dtype)
+    y = (rng.random((n, k)) < 0.5).astype(dtype)
+    y.flat[::3] = 0.25  # soft labels take both log terms
+    delta = np.full_like(z, np.nan)
+    loss = K.sigmoid_bce_grad(z, y, sw, _eps(dtype), delta)
+    want_loss, want_delta = npb.sigmoid_bce_grad(z, y, sw, _eps(dtype))
+    assert_allclose(loss, want_loss, **TOL[dtype])
+    assert_allclose(delta, want_delta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+@pytest.mark.parametrize("per_output", [False, True])
+def test_mse_grad_matches_numpy(rng, dtype, n, k, per_output):
+    z, y, sw = _normal(rng, (n, k), dtype), _normal(rng, (n, k), dtype), _weights(rng, n, dtype)
+    gscale = 1.0 / k if per_output else 1.0
+    delta = np.full_like(z, np.nan)
+    loss = K.mse_grad(z, y, sw, gscale, delta)
+    want_loss, want_delta = npb.mse_grad(z, y, sw, gscale)
+    assert_allclose(loss, want_loss, **TOL[dtype])
+    assert_allclose(delta, want_delta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_exp_poisson_grad_matches_numpy(rng, dtype, n, k):
+    z, sw = _normal(rng, (n, k), dtype), _weights(rng, n, dtype)
+    y = rng.poisson(1.5, (n, k)).astype(dtype)  # counts, zeros included
+    y[0, 0] = 0
+    delta = np.full_like(z, np.nan)
+    loss = K.exp_poisson_grad(z, y, sw, delta)
+    want_loss, want_delta = npb.exp_poisson_grad(z, y, sw)
+    assert_allclose(loss, want_loss, **TOL[dtype])
+    assert_allclose(delta, want_delta, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_poisson_loss_matches_numpy(rng, dtype, n, k):
+    p = np.exp(_normal(rng, (n, k), dtype))
+    y = rng.poisson(1.5, (n, k)).astype(dtype)
+    y[0, 0] = 0
+    sw = _weights(rng, n, dtype)
+    assert_allclose(K.poisson_loss(p, y, sw), npb.poisson_loss(p, y, sw), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_xent_loss_matches_numpy(rng, dtype, n, k):
+    p = npb.softmax_forward(_normal(rng, (n, k), dtype, 3.0))
+    y, sw = _one_hot(rng, n, k, dtype), _weights(rng, n, dtype)
+    p[0] = 1 - y[0]  # a confident wrong row (or p = 0 when k = 1): the log's clip
+    assert_allclose(K.xent_loss(p, y, sw, _eps(dtype)), npb.xent_loss(p, y, sw, _eps(dtype)),
+                    **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_bce_loss_matches_numpy(rng, dtype, n, k):
+    p = rng.random((n, k)).astype(dtype)
+    y = (rng.random((n, k)) < 0.5).astype(dtype)
+    y.flat[::3] = 0.25
+    p.flat[1::4] = 0  # p = 0 and p = 1 exercise both clips
+    p.flat[2::4] = 1
+    sw = _weights(rng, n, dtype)
+    assert_allclose(K.bce_loss(p, y, sw, _eps(dtype)), npb.bce_loss(p, y, sw, _eps(dtype)),
+                    **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+def test_mse_loss_matches_numpy(rng, dtype, n, k):
+    p, y, sw = _normal(rng, (n, k), dtype), _normal(rng, (n, k), dtype), _weights(rng, n, dtype)
+    assert_allclose(K.mse_loss(p, y, sw), npb.mse_loss(p, y, sw), **TOL[dtype])
+
+
+# --- optimizers ----------------------------------------------------------------------
+N_PARAMS = [1, 37, 4099]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_params", N_PARAMS)
+@pytest.mark.parametrize("name", ["sgd_update", "nesterov_update"])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_momentum_update_matches_numpy(rng, dtype, n_params, name, momentum):
+    theta, grad, vel = (_normal(rng, n_params, dtype) for _ in range(3))
+    want_theta, want_vel = theta.copy(), vel.copy()
+    getattr(npb, name)(want_theta, grad, want_vel, 0.1, momentum)
+    getattr(K, name)(theta, grad, vel, 0.1, momentum)
+    assert_allclose(theta, want_theta, **TOL[dtype])
+    assert_allclose(vel, want_vel, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_params", N_PARAMS)
+@pytest.mark.parametrize("t", [1, 10])
+def test_adam_update_matches_numpy(rng, dtype, n_params, t):
+    theta, grad, m = (_normal(rng, n_params, dtype) for _ in range(3))
+    v = rng.uniform(0.0, 1.0, n_params).astype(dtype)
+    want = [a.copy() for a in (theta, m, v)]
+    npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, 1e-8, t)
+    K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, t)
+    for got, ref in zip((theta, m, v), want):
+        assert_allclose(got, ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_step_by_hand(dtype):
+    theta = np.array([1.0, -2.0, 0.5, 0.0], dtype)
+    grad = np.array([0.1, -0.2, 0.0, 3.0], dtype)
+    m = np.array([0.01, 0.02, -0.03, 0.0], dtype)
+    v = np.array([1e-4, 4e-4, 9e-4, 0.0], dtype)
+    lr, b1, b2, eps, t = 1e-2, 0.9, 0.999, 1e-8, 3
+    # m' = b1 m + (1 - b1) g ; v' = b2 v + (1 - b2) g^2
+    # theta' = theta - lr sqrt(1 - b2^t) / (1 - b1^t) * m' / (sqrt(v') + eps)
+    g, m0, v0, th0 = (a.astype(np.float64) for a in (grad, m, v, theta))
+    m1 = b1 * m0 + (1 - b1) * g
+    v1 = b2 * v0 + (1 - b2) * g**2
+    th1 = th0 - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m1 / (np.sqrt(v1) + eps)
+    K.adam_update(theta, grad, m, v, lr, b1, b2, eps, t)
+    assert_allclose(m, m1, **TOL[dtype])
+    assert_allclose(v, v1, **TOL[dtype])
+    assert_allclose(theta, th1, **TOL[dtype])
+    # The steps themselves (~1e-3, small next to theta ~ 1): the only error beyond the
+    # table is rounding theta' to dtype, up to one ulp of |theta| <= 2 (2.4e-7 in float32).
+    ulp = float(np.spacing(dtype(2)))
+    assert_allclose(theta.astype(np.float64) - th0, th1 - th0, rtol=TOL[dtype]["rtol"], atol=ulp)
+    assert np.all(np.abs(th1 - th0) > 100 * ulp)  # so the step check means something
+
+
+# --- the engine: run_epoch, loss_grad, predict_forward --------------------------------
+HIDDEN = {"relu": K.RELU, "logistic": K.LOGISTIC, "tanh": K.TANH, "identity": K.IDENTITY}
+OUTPUT = {"softmax": (K.SOFTMAX, 3), "logistic": (K.LOGISTIC, 2), "identity": (K.IDENTITY, 2),
+          "exp": (K.EXP, 2)}
+OPTS = {"sgd": K.OPT_SGD, "nesterov": K.OPT_NESTEROV, "adam": K.OPT_ADAM}
+
+
+def _net(rng, sizes, acts, dtype):
+    net = Network(sizes, acts, dtype, "numba")
+    net.init_glorot(rng, [6.0] * len(acts))
+    return net
+
+
+def _data(rng, n, net):
+    dtype, n_out, code = net.dtype, int(net.sizes[-1]), int(net.acts[-1])
+    x = _normal(rng, (n, int(net.sizes[0])), dtype)
+    if code == K.SOFTMAX:
+        y = _one_hot(rng, n, n_out, dtype)
+    elif code == K.LOGISTIC:
+        y = (rng.random((n, n_out)) < 0.5).astype(dtype)
+    elif code == K.EXP:
+        y = rng.poisson(1.5, (n, n_out)).astype(dtype)
+    else:
+        y = _normal(rng, (n, n_out), dtype)
+    return x, y, _weights(rng, n, dtype)
+
+
+def _train(engine, net, x, y, sw, orders, batch_size, hyper, opt):
+    """Run one epoch per entry of ``orders`` on a copy of ``net.theta``."""
+    theta = net.theta.copy()
+    grad = np.empty_like(theta)
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    work = np.empty(int(engine.workspace_size(net.sizes, batch_size)), net.dtype)
+    totals, t = [], 0
+    for order in orders:
+        totals.append(engine.run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, net.sizes,
+                                       net.offsets, net.acts, hyper, t, opt, work))
+        t += -(-len(order) // batch_size)
+    return np.array(totals), theta, m, v
+
+
+def _assert_engines_agree(net, x, y, sw, orders, batch_size, hyper, opt, tol):
+    got = _train(K, net, x, y, sw, orders, batch_size, hyper, opt)
+    want = _train(npb, net, x, y, sw, orders, batch_size, hyper, opt)
+    assert np.isfinite(got[0]).all() and np.isfinite(got[1]).all()  # no silent divergence
+    for name, a, b in zip(["loss", "theta", "m", "v"], got, want):
+        assert_allclose(a, b, err_msg=name, **tol)
+    assert not np.array_equal(got[1], net.theta)  # training moved the weights
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", sorted(HIDDEN))
+@pytest.mark.parametrize("output", sorted(OUTPUT))
+@pytest.mark.parametrize("opt", sorted(OPTS))
+def test_run_epoch_matches_numpy(rng, dtype, hidden, output, opt):
+    # two hidden layers (so deltas ping-pong), n = 37 with batch 8 (a short last batch),
+    # non-uniform sample weights, L2 alpha > 0, momentum, two epochs (t carries over)
+    code, n_out = OUTPUT[output]
+    net = _net(rng, [5, 7, 6, n_out], [HIDDEN[hidden], HIDDEN[hidden], code], dtype)
+    x, y, sw = _data(rng, 37, net)
+    hyper = make_hyper(dtype, lr=0.01, momentum=0.9, alpha=0.05, gscale=1.0 / n_out)
+    orders = [rng.permutation(37), rng.permutation(37)]
+    _assert_engines_agree(net, x, y, sw, orders, 8, hyper, OPTS[opt], TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 8, 37, 50])
+@pytest.mark.parametrize("opt", sorted(OPTS))
+def test_run_epoch_batch_sizes(rng, dtype, batch_size, opt):
+    # Mixed hidden activations. The first layer's products (up to 37 * 64 * 32) are above
+    # BLAS_MIN_WORK, the output layer's (down to 1 * 16 * 10) below it.
+    assert 37 * 64 * 32 >= K.BLAS_MIN_WORK > 16 * 10
+    net = _net(rng, [64, 32, 16, 10], [K.RELU, K.TANH, K.SOFTMAX], dtype)
+    x, y, sw = _data(rng, 37, net)
+    hyper = make_hyper(dtype, lr=0.01, momentum=0.5, alpha=1e-3)
+    orders = [rng.permutation(37), np.arange(37)]
+    _assert_engines_agree(net, x, y, sw, orders, batch_size, hyper, OPTS[opt], TOL[dtype])
+
+
+def test_run_epoch_returns_batch_mean_losses_times_lengths(rng):
+    # total = sum over batches of (mean batch loss * batch length), with lr = 0 so theta
+    # stays put and each batch's loss can be recomputed by loss_grad.
+    net = _net(rng, [5, 7, 3], [K.TANH, K.SOFTMAX], np.float64)
+    x, y, sw = _data(rng, 37, net)
+    order = rng.permutation(37)
+    hyper = make_hyper(np.float64, lr=0.0)
+    total, theta, _, _ = _train(K, net, x, y, sw, [order], 8, hyper, K.OPT_SGD)
+    assert_array_equal(theta, net.theta)
+    want = 0.0
+    for start in range(0, 37, 8):
+        idx = order[start : start + 8]
+        loss, _ = net.loss_grad(x[idx], y[idx], sw[idx], hyper)
+        want += loss * len(idx)
+    assert_allclose(total[0], want, **TOL[np.float64])
+
+
+def test_workspace_size_by_hand():
+    # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7),
+    # and the gathered batch: x (5), y (3) and sample weights (1), per row
+    sizes = np.array([5, 7, 6, 3], np.int64)
+    assert K.workspace_size(sizes, 8) == 8 * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 37])
+def test_engine_kernels_stay_inside_work(rng, batch_size):
+    # work is a view of a longer NaN-filled buffer: numba does not bounds-check, so a
+    # kernel writing past its workspace would land in the tail.
+    net = _net(rng, [5, 7, 6, 3], [K.RELU, K.TANH, K.SOFTMAX], np.float64)
+    x, y, sw = _data(rng, 37, net)
+    hyper = make_hyper(np.float64, lr=0.01, alpha=0.1)
+    theta, grad = net.theta.copy(), np.empty_like(net.theta)
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    size = int(K.workspace_size(net.sizes, batch_size))
+    buf = np.full(size + 64, np.nan)
+    K.run_epoch(x, y, sw, rng.permutation(37), batch_size, theta, grad, m, v, net.sizes,
+                net.offsets, net.acts, hyper, 0, K.OPT_ADAM, buf[:size])
+    assert np.isnan(buf[size:]).all()
+
+    size = int(K.workspace_size(net.sizes, 37))
+    buf = np.full(size + 64, np.nan)
+    K.loss_grad(x, y, sw, theta, net.sizes, net.offsets, net.acts, hyper, buf[:size], grad)
+    assert np.isnan(buf[size:]).all()
+
+    size = batch_size * int(net.sizes[1:-1].sum())  # predict: block rows x hidden widths
+    buf = np.full(size + 64, np.nan)
+    out = np.empty((37, 3))
+    K.predict_forward(x, theta, net.sizes, net.offsets, net.acts, buf[:size], out)
+    assert np.isnan(buf[size:]).all()
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k", ROWS)
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_matches_numpy(rng, dtype, n, k, bad):
+    x = _normal(rng, (n, k), dtype, 1e3)
+    x[0, 0] = np.finfo(dtype).max  # the largest finite value is finite
+    if bad is not None:
+        x[-1, -1] = bad
+    # errstate: under NUMBA_DISABLE_JIT=1 the kernel's inf - inf on NumPy scalars warns
+    with np.errstate(invalid="ignore"):
+        got = K.all_finite(x)
+    assert got is bool(np.isfinite(x).all()) is (bad is None)
+
+
+ARCHS = {
+    "none": [],  # output layer only: no hidden activations, no work rows
+    "relu": [K.RELU],
+    "logistic-tanh": [K.LOGISTIC, K.TANH],
+    "identity-relu": [K.IDENTITY, K.RELU],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("output", sorted(OUTPUT))
+def test_loss_grad_matches_numpy(rng, dtype, arch, output):
+    code, n_out = OUTPUT[output]
+    hidden = ARCHS[arch]
+    net = _net(rng, [5] + [7, 6][: len(hidden)] + [n_out], hidden + [code], dtype)
+    x, y, sw = _data(rng, 37, net)
+    hyper = make_hyper(dtype, alpha=0.1, gscale=1.0 / n_out)
+    results = {}
+    for engine in (K, npb):
+        grad = np.full_like(net.theta, np.nan)
+        work = np.empty(int(engine.workspace_size(net.sizes, 37)), dtype)
+        loss = engine.loss_grad(x, y, sw, net.theta, net.sizes, net.offsets, net.acts, hyper,
+                                work, grad)
+        results[engine] = loss, grad
+    assert_allclose(results[K][0], results[npb][0], **TOL[dtype])
+    assert_allclose(results[K][1], results[npb][1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+def test_sample_weight_two_equals_repeating_the_sample(rng, engine):
+    net = _net(rng, [5, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
+    net.engine = engine
+    x, y, _ = _data(rng, 10, net)
+    sw = np.ones(10)
+    sw[3] = 2.0
+    rep = np.r_[np.arange(10), 3]
+    hyper = make_hyper(np.float64, alpha=0.1)
+    loss_w, grad_w = net.loss_grad(x, y, sw, hyper)
+    loss_r, grad_r = net.loss_grad(x[rep], y[rep], np.ones(11), hyper)
+    assert_allclose(loss_w, loss_r, **TOL[np.float64])
+    assert_allclose(grad_w, grad_r, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("output", sorted(OUTPUT))
+@pytest.mark.parametrize("block_rows", [1, 5, 37, 100])
+def test_predict_forward_matches_numpy(rng, dtype, arch, output, block_rows):
+    # work holds block_rows rows of hidden activations: 37 rows run in ceil(37 / rows)
+    # blocks (the last one short); 100 >= 37 is a single block.
+    code, n_out = OUTPUT[output]
+    hidden = ARCHS[arch]
+    net = _net(rng, [5] + [7, 6][: len(hidden)] + [n_out], hidden + [code], dtype)
+    x, _, _ = _data(rng, 37, net)
+    n_hidden = int(net.sizes[1:-1].sum())
+    out = np.full((37, n_out), np.nan, dtype)
+    K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
+                      np.empty(max(1, block_rows * n_hidden), dtype), out)
+    want = np.full_like(out, np.nan)
+    npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, None, want)
+    assert_allclose(out, want, **TOL[dtype])
+
+
+# --- hand-checked cases ----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_logits_stay_finite(dtype):
+    z = np.array([[1e4, -1e4], [-1e4, 1e4], [1e4, 1e4]], dtype)
+    y = np.array([[0, 1], [0, 1], [1, 0]], dtype)  # row 0: confident and wrong
+    sw = np.ones(3, dtype)
+    eps = _eps(dtype)
+    for engine_name in ("kernel", "numpy"):
+        if engine_name == "kernel":
+            p, logp, delta = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+            K.softmax_forward(z, p)
+            K.log_softmax_forward(z, logp)
+            loss = K.softmax_xent_grad(z, y, sw, eps, delta)
+        else:
+            p, logp = npb.softmax_forward(z), npb.log_softmax_forward(z)
+            loss, delta = npb.softmax_xent_grad(z, y, sw, eps)
+        assert_allclose(p, [[1, 0], [0, 1], [0.5, 0.5]], err_msg=engine_name)
+        assert_allclose(logp, [[0, -2e4], [-2e4, 0], [-np.log(2), -np.log(2)]], rtol=1e-6,
+                        err_msg=engine_name)
+        assert_allclose(delta, [[1, -1], [0, 0], [-0.5, 0.5]], err_msg=engine_name)
+        # row 0 pays -log(eps) (p clipped to eps), row 2 pays log 2, row 1 nothing
+        assert np.isfinite(loss) and loss > 15
+        assert_allclose(loss, -np.log(eps) + np.log(2), rtol=1e-6, err_msg=engine_name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_logits_sigmoid_bce_stay_finite(dtype):
+    z = np.array([[1e4], [-1e4], [1e4]], dtype)
+    y = np.array([[0], [1], [1]], dtype)  # rows 0 and 1 confident and wrong, row 2 right
+    sw = np.ones(3, dtype)
+    eps = _eps(dtype)
+    delta = np.empty_like(z)
+    # errstate matters only under NUMBA_DISABLE_JIT=1 (the coverage job): the kernel body
+    # then runs on NumPy scalars, whose exp(1e4) = inf warns; compiled code never warns.
+    with np.errstate(over="ignore"):
+        loss = K.sigmoid_bce_grad(z, y, sw, eps, delta)
+    want_loss, want_delta = npb.sigmoid_bce_grad(z, y, sw, eps)  # must not warn
+    for got_loss, got_delta in ((loss, delta), (want_loss, want_delta)):
+        assert_allclose(got_delta, [[1], [-1], [0]])
+        # 1 - eps is exact in binary, so log(1 - (1 - eps)) = log(eps) exactly
+        assert_allclose(got_loss, -2 * np.log(eps) - np.log1p(-eps), rtol=1e-6)
+
+
+# A 2-2-2 net: ReLU hidden, softmax output, SGD lr = 0.5, momentum 0, one sample.
+# (Hand arithmetic; decimals checked to 17 digits with Python's decimal module.)
+#   x = [1, 2], y = [1, 0] (class 0)
+#   W1 = [[0.5, -0.5], [0.25, 0.5]]  (rows: inputs), b1 = [0.1, -0.6]
+#   W2 = [[1.0, -1.0], [0.5, -0.25]],                b2 = [0.0, 0.2]
+# Forward:
+#   z1 = x W1 + b1 = [0.5 + 0.5 + 0.1, -0.5 + 1.0 - 0.6] = [1.1, -0.1]
+#   a1 = relu(z1) = [1.1, 0]
+#   z2 = a1 W2 + b2 = [1.1 + 0 + 0, -1.1 + 0 + 0.2] = [1.1, -0.9]
+#   p = softmax(z2): z2[0] - z2[1] = 2, so p = [1 / (1 + e^-2), e^-2 / (1 + e^-2)]
+#     = [0.88079707797788244, 0.11920292202211756];  call s = p[1]
+#   loss = -log p[0] = log(1 + e^-2) = 0.12692801104297250
+# Backward (sw = 1, so denom = 1):
+#   delta2 = p - y = [-s, s] = [-0.11920292202211756, 0.11920292202211756]
+#   dW2 = a1^T delta2 = [[-1.1 s, 1.1 s], [0, 0]]
+#       = [[-0.13112321422432931, 0.13112321422432931], [0, 0]]
+#   db2 = delta2
+#   da1 = delta2 W2^T = [-s * 1 + s * -1, -s * 0.5 + s * -0.25] = [-2 s, -0.75 s]
+#       = [-0.23840584404423511, -0.089402191516588167]
+#   delta1 = da1 * (z1 > 0) = [-0.23840584404423511, 0]  (ReLU masks the second unit)
+#   dW1 = x^T delta1 = [[-2 s, 0], [-4 s, 0]] = [[-0.23840584404423511, 0],
+#                                               [-0.47681168808847022, 0]]
+#   db1 = delta1 = [-0.23840584404423511, 0]
+# Update theta -= 0.5 * grad:
+#   W1 = [[0.5 + s, -0.5], [0.25 + 2 s, 0.5]]
+#      = [[0.61920292202211756, -0.5], [0.48840584404423511, 0.5]]
+#   b1 = [0.1 + s, -0.6] = [0.21920292202211756, -0.6]
+#   W2 = [[1 + 0.55 s, -1 - 0.55 s], [0.5, -0.25]]
+#      = [[1.0655616071121647, -1.0655616071121647], [0.5, -0.25]]
+#   b2 = [0.5 s, 0.2 - 0.5 s] = [0.059601461011058778, 0.14039853898894122]
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+def test_worked_step_2_2_2(engine):
+    net = Network([2, 2, 2], [K.RELU, K.SOFTMAX], np.float64, "numba")
+    assert net.theta.size == layout([2, 2, 2])[1] == 12
+    w1, w2 = net.coefs()
+    b1, b2 = net.intercepts()
+    w1[...] = [[0.5, -0.5], [0.25, 0.5]]
+    b1[...] = [0.1, -0.6]
+    w2[...] = [[1.0, -1.0], [0.5, -0.25]]
+    b2[...] = [0.0, 0.2]
+    x = np.array([[1.0, 2.0]])
+    y = np.array([[1.0, 0.0]])
+    sw = np.ones(1)
+    hyper = make_hyper(np.float64, lr=0.5, momentum=0.0)
+    exact = dict(rtol=0, atol=1e-12)
+
+    # the forward pass alone
+    p = np.empty((1, 2))
+    engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, np.empty(2), p)
+    assert_allclose(p, [[0.88079707797788244, 0.11920292202211756]], **exact)
+
+    # the gradients, before any update
+    grad = np.empty_like(net.theta)
+    work = np.empty(int(engine.workspace_size(net.sizes, 1)))
+    loss = engine.loss_grad(x, y, sw, net.theta, net.sizes, net.offsets, net.acts, hyper, work,
+                            grad)
+    assert_allclose(loss, 0.12692801104297250, **exact)
+    g = net.coefs(grad) + net.intercepts(grad)
+    assert_allclose(g[0], [[-0.23840584404423511, 0], [-0.47681168808847022, 0]], **exact)
+    assert_allclose(g[1], [[-0.13112321422432931, 0.13112321422432931], [0, 0]], **exact)
+    assert_allclose(g[2], [-0.23840584404423511, 0], **exact)
+    assert_allclose(g[3], [-0.11920292202211756, 0.11920292202211756], **exact)
+
+    # one epoch of one sample = one SGD step
+    m, v = np.zeros_like(net.theta), np.zeros_like(net.theta)
+    total = engine.run_epoch(x, y, sw, np.zeros(1, np.int64), 1, net.theta, grad, m, v,
+                             net.sizes, net.offsets, net.acts, hyper, 0, K.OPT_SGD, work)
+    assert_allclose(total, 0.12692801104297250, **exact)
+    assert_allclose(w1, [[0.61920292202211756, -0.5], [0.48840584404423511, 0.5]], **exact)
+    assert_allclose(b1, [0.21920292202211756, -0.6], **exact)
+    assert_allclose(w2, [[1.0655616071121647, -1.0655616071121647], [0.5, -0.25]], **exact)
+    assert_allclose(b2, [0.059601461011058778, 0.14039853898894122], **exact)
+    assert_allclose(m, -0.5 * grad, **exact)  # the velocity holds the step taken
+
+
+# --- composability ---------------------------------------------------------------------
+@numba.njit
+def _probs_and_xent(x, w, b, y1h, sw, eps):
+    z = np.empty((x.shape[0], w.shape[1]), x.dtype)
+    K.dense_forward(x, w, b, z)
+    delta = np.empty_like(z)
+    loss = K.softmax_xent_grad(z, y1h, sw, eps, delta)
+    K.softmax_forward(z, z)
+    return z, delta, loss
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_callable_from_njit(rng, dtype):
+    x, w, b = _normal(rng, (9, 4), dtype), _normal(rng, (4, 3), dtype), _normal(rng, 3, dtype)
+    y, sw = _one_hot(rng, 9, 3, dtype), _weights(rng, 9, dtype)
+    p, delta, loss = _probs_and_xent(x, w, b, y, sw, _eps(dtype))
+    want_loss, want_delta = npb.softmax_xent_grad(npb.dense_forward(x, w, b), y, sw, _eps(dtype))
+    assert_allclose(p, npb.softmax_forward(npb.dense_forward(x, w, b)), **TOL[dtype])
+    assert_allclose(delta, want_delta, **TOL[dtype])
+    assert_allclose(loss, want_loss, **TOL[dtype])
+
+
+# --- invariants (hypothesis) -------------------------------------------------------------
+def _logits(data, dtype, lo=-20.0, hi=20.0):
+    width = 32 if dtype == np.float32 else 64
+    shape = data.draw(st.tuples(st.integers(1, 8), st.integers(2, 6)))
+    return data.draw(arrays(dtype, shape, elements=st.floats(lo, hi, width=width)))
+
+
+# float32: z + c rounds to float32, an absolute error up to |c| * 6e-8 = 6e-6 in the
+# exponent, i.e. a relative error of that size in p; float64 the same at 1e-14.
+_SHIFT_RTOL = {np.float32: 1e-4, np.float64: 1e-12}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=50)
+@given(data=st.data())
+def test_softmax_rows_sum_to_one_and_ignore_row_constants(dtype, data):
+    z = _logits(data, dtype)
+    c = data.draw(arrays(dtype, (z.shape[0], 1), elements=st.floats(
+        -100, 100, width=32 if dtype == np.float32 else 64)))
+    p, q = np.empty_like(z), np.empty_like(z)
+    K.softmax_forward(z, p)
+    K.softmax_forward(z + c, q)
+    n_eps = 10 * z.shape[1] * np.finfo(dtype).eps
+    assert np.all(p >= 0)
+    assert_allclose(p.sum(axis=1), 1, rtol=0, atol=n_eps)
+    assert_allclose(q, p, rtol=_SHIFT_RTOL[dtype], atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(deadline=None, max_examples=50)
+@given(data=st.data())
+def test_softmax_xent_grad_rows_sum_to_zero(dtype, data):
+    z = _logits(data, dtype)
+    labels = data.draw(arrays(np.int64, z.shape[0], elements=st.integers(0, z.shape[1] - 1)))
+    y = np.zeros_like(z)
+    y[np.arange(z.shape[0]), labels] = 1
+    delta = np.empty_like(z)
+    loss = K.softmax_xent_grad(z, y, np.ones(z.shape[0], dtype), _eps(dtype), delta)
+    assert np.isfinite(loss) and loss >= 0
+    assert_allclose(delta.sum(axis=1), 0, rtol=0, atol=10 * z.shape[1] * np.finfo(dtype).eps)
