@@ -1,16 +1,20 @@
 """One training epoch per workload, numba engine vs the NumPy baseline."""
 
-from .common import WORKLOADS, load, make_model, make_pair, median_seconds
+from .common import WORKLOADS, load, make_model, make_pair, median_seconds, skip_in_quick_mode
 
 
 class TrainEpoch:
-    """Seconds per epoch: the workload's fit of ``epochs`` epochs, divided."""
+    """Seconds per fit of the workload's ``epochs`` epochs (W-large: one epoch of ~1-2 s)."""
 
-    params = (["W-tiny", "W-small"],)
+    params = (["W-tiny", "W-small", "W-large"],)
     param_names = ["workload"]
-    timeout = 300
+    timeout = 900
+    number = 1            # one fit per sample: W-large's is already seconds long
+    repeat = (3, 7, 60.0)  # min, max samples, and the time after which asv stops adding
+    warmup_time = 0       # setup has compiled the kernels already
 
     def setup(self, workload):
+        skip_in_quick_mode(workload)
         spec = WORKLOADS[workload]
         self.X, self.y, self.X_test, self.y_test = load(workload)
         self.fast, self.slow = make_pair(workload)
@@ -21,6 +25,13 @@ class TrainEpoch:
         self.fast.fit(self.X, self.y, **self.kw)
 
     def time_numpy(self, workload):
+        self.slow.fit(self.X, self.y, **self.kw)
+
+    def peakmem_fit(self, workload):
+        # Process peak RSS: includes the data set (and, for W-large, its generation).
+        self.fast.fit(self.X, self.y, **self.kw)
+
+    def peakmem_fit_numpy(self, workload):
         self.slow.fit(self.X, self.y, **self.kw)
 
     def track_speedup(self, workload):
@@ -35,8 +46,8 @@ class TrainEpoch:
     track_speedup.unit = "x (numpy / fastnn)"
 
     def track_test_accuracy(self, workload):
-        # A fresh model trained for the workload's epochs; W-tiny has no test split, so
-        # its number is training accuracy (as WORKLOADS.md defines the metric).
+        # A fresh model trained for the workload's epochs; W-tiny and W-large have no
+        # test split, so theirs is training accuracy (as WORKLOADS.md defines the metric).
         model = make_model(workload, "numba")
         model.fit(self.X, self.y, **self.kw)
         X, y = (self.X, self.y) if self.X_test is None else (self.X_test, self.y_test)

@@ -59,3 +59,149 @@ def make_model(name, backend, seed=0):
     return fastnn.Sequential(layers, optimizer=fastnn.optimizers.Adam(learning_rate=spec.lr),
                              loss="categorical_crossentropy", backend=backend,
                              dtype=spec.dtype, seed=seed)
+
+
+# --- inference, compile and estimator workloads (added; the three above stay as they are) ---
+
+@dataclass(frozen=True)
+class InferWorkload:
+    name: str
+    model: str      # the training workload whose network (and data) it predicts with
+    rows: int       # rows per predict_proba call
+    dtype: str
+    metric: str     # "latency" (seconds per call) or "throughput" (rows per second)
+
+
+INFER_WORKLOADS = {
+    "W-infer1": InferWorkload("W-infer1", "W-small", 1, "float64", "latency"),
+    "W-inferB": InferWorkload("W-inferB", "W-large", 10000, "float32", "throughput"),
+}
+
+# Rows of W-large the W-inferB model is fitted on before timing: predict cost does not
+# depend on the weights' values, and a full W-large epoch would dominate setup.
+_INFER_B_FIT_ROWS = 2048
+
+
+@lru_cache(maxsize=None)
+def infer_rows(name):
+    """The rows each ``predict_proba`` call of inference workload ``name`` gets."""
+    spec = INFER_WORKLOADS[name]
+    X, _, X_test, _ = load(spec.model)
+    source = X if X_test is None else X_test  # predict on held-out rows where there are any
+    return np.ascontiguousarray(source[: spec.rows])
+
+
+def make_infer_model(name, backend, seed=0):
+    """A fitted ``Sequential`` of inference workload ``name`` on ``backend``.
+
+    W-infer1: the W-small digits model trained for its 20 epochs (a real model).
+    W-inferB: the W-large network after one epoch over its first 2048 rows.
+    """
+    spec = INFER_WORKLOADS[name]
+    train = WORKLOADS[spec.model]
+    X, y, _, _ = load(spec.model)
+    model = make_model(spec.model, backend, seed)
+    if name == "W-inferB":
+        X, y = X[:_INFER_B_FIT_ROWS], y[:_INFER_B_FIT_ROWS]
+        model.fit(X, y, epochs=1, batch_size=train.batch_size)
+    else:
+        model.fit(X, y, epochs=train.epochs, batch_size=train.batch_size)
+    return model
+
+
+def compiled_predictor(model):
+    """``model.compile_predictor()`` when the model API has one, else None.
+
+    The hook for the issue-4 goal "W-infer1 <= 2 us through a compiled predictor": the
+    report and the asv suite time whatever callable it returns on one row.
+    """
+    factory = getattr(model, "compile_predictor", None)
+    return factory() if callable(factory) else None
+
+
+# W-compile: a fresh process imports fastnn and runs the first W-tiny fit. The iris rows
+# travel as literals so that the timed code imports nothing but fastnn (and NumPy).
+_COMPILE_SETUP = """\
+import os, sys, tempfile
+{cache}
+DATA_X = {X!r}
+DATA_Y = {y!r}
+"""
+
+_COMPILE_STMT = """\
+import numpy as np
+import fastnn
+_m = fastnn.Sequential(
+    [fastnn.Dense(16, activation="relu"), fastnn.Dense(16, activation="relu"),
+     fastnn.Dense(3, activation="softmax")],
+    optimizer=fastnn.optimizers.Adam(learning_rate={lr!r}),
+    loss="categorical_crossentropy", backend="numba", dtype="float64", seed=0)
+_m.fit(np.asarray(DATA_X), np.asarray(DATA_Y), epochs={epochs}, batch_size={batch_size})
+"""
+
+
+def compile_code(cache_dir=None):
+    """``(stmt, setup)`` of W-compile: ``stmt`` imports fastnn and runs the first W-tiny fit.
+
+    ``setup`` (untimed) points ``NUMBA_CACHE_DIR`` at ``cache_dir``, or at a new empty
+    temporary directory when ``cache_dir`` is None (a cold start), and builds the data.
+    Run both in a fresh interpreter; ``stmt`` must be the first import of fastnn there.
+    """
+    spec = WORKLOADS["W-tiny"]
+    X, y, _, _ = load("W-tiny")
+    if cache_dir is None:
+        cache = ("os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='fastnn-cold-')\n"
+                 "import atexit, shutil\n"
+                 "atexit.register(shutil.rmtree, os.environ['NUMBA_CACHE_DIR'], True)")
+    else:
+        cache = f"os.environ['NUMBA_CACHE_DIR'] = {str(cache_dir)!r}"
+    setup = _COMPILE_SETUP.format(cache=cache, X=X.tolist(), y=[int(v) for v in y])
+    stmt = _COMPILE_STMT.format(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size)
+    return stmt, setup
+
+
+def run_compile(cache_dir=None, timeout=600):
+    """Run W-compile in a fresh interpreter; seconds of ``stmt`` and of the whole process."""
+    import subprocess
+    import sys
+    import time
+
+    stmt, setup = compile_code(cache_dir)
+    code = (setup + "import time\n_t0 = time.perf_counter()\n" + stmt
+            + "print(repr(time.perf_counter() - _t0))\n")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"W-compile subprocess failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.strip().splitlines()[-1]), wall
+
+
+# scikit-learn estimator comparisons of issue 3, on the data of a training workload.
+# tol=0 and n_iter_no_change > max_iter make both libraries run every epoch.
+ESTIMATOR_CASES = {
+    "digits (128,64)": ("W-small", dict(hidden_layer_sizes=(128, 64), batch_size=32,
+                                        max_iter=20)),
+    "iris (16,16)": ("W-tiny", dict(hidden_layer_sizes=(16, 16), batch_size=16,
+                                    learning_rate_init=0.01, max_iter=200, alpha=0.0)),
+}
+
+
+def make_estimator(case, library, random_state=0):
+    """An unfitted ``MLPClassifier`` of ``case`` from ``library`` ("fastnn" or "sklearn")."""
+    if library == "fastnn":
+        from fastnn.estimators import MLPClassifier
+    elif library == "sklearn":
+        from sklearn.neural_network import MLPClassifier
+    else:
+        raise ValueError(f"unknown library {library!r}; expected 'fastnn' or 'sklearn'")
+    _, params = ESTIMATOR_CASES[case]
+    return MLPClassifier(**params, tol=0.0, n_iter_no_change=params["max_iter"] + 1,
+                         random_state=random_state)
+
+
+def estimator_data(case):
+    """``(X, y)`` a case's estimators are fitted on (the workload's training rows)."""
+    X, y, _, _ = load(ESTIMATOR_CASES[case][0])
+    return X, y

@@ -82,12 +82,35 @@ def _machine():
         info["blas"] = ", ".join(
             f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads, "
             f"{p.get('architecture')})" for p in threadpool_info() if p.get("user_api") == "blas")
+        numpy_blas = [p for p in threadpool_info()
+                      if p.get("user_api") == "blas" and "numpy" in p.get("filepath", "")]
+        if numpy_blas:  # the BLAS the NumPy backend (and np.dot in the kernels) calls
+            info["numpy_blas"] = f"{numpy_blas[0]['internal_api']} {numpy_blas[0]['version']}"
+        info["threadpools"] = ", ".join(
+            f"{p.get('internal_api')} ({p.get('num_threads')} threads)" for p in threadpool_info())
     except ImportError:
         info["blas"] = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in fh
+                               if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or "unknown"
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_NUM_THREADS"):
         if var in os.environ:
             info[var] = os.environ[var]
     return info
+
+
+# --- bench ------------------------------------------------------------------------------
+# Goals of issue 4 (ratios vs the NumPy backend, measured side by side) and issue 3
+# (scikit-learn time / fastnn time). Printed next to the numbers with met / NOT met.
+TRAIN_GOALS = {"W-tiny": 50.0, "W-small": 4.0, "W-large": 1.7, "W-inferB": 1.0}
+INFER1_GOAL_S = 2e-6          # W-infer1 through a compiled predictor
+COMPILE_GOALS_S = {"warm": 0.5, "cold": 5.0}
+ESTIMATOR_GOALS = {"digits (128,64)": 7.0, "iris (16,16)": 50.0, "predict_proba 1 row": 10.0}
+ALL_WORKLOADS = ("W-tiny", "W-small", "W-large", "W-infer1", "W-inferB", "W-compile")
+QUICK_SKIPS = ("W-large", "W-inferB")  # both build the 60000 x 784 data set (~9 s)
 
 
 def _time_fit(model, X, y, epochs, batch_size):
@@ -96,8 +119,17 @@ def _time_fit(model, X, y, epochs, batch_size):
     return (time.perf_counter() - start) / epochs
 
 
-def _sklearn_peer(spec, X, y, repeats):
+def _quiet_fit(est, X, y):
     from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
+        est.fit(X, y)
+        return time.perf_counter() - start
+
+
+def _sklearn_peer(spec, X, y, repeats):
     from sklearn.neural_network import MLPClassifier
 
     times = []
@@ -106,11 +138,8 @@ def _sklearn_peer(spec, X, y, repeats):
                             batch_size=spec.batch_size, learning_rate_init=spec.lr,
                             max_iter=spec.epochs, tol=0.0, n_iter_no_change=10**9,
                             random_state=r)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            start = time.perf_counter()
-            clf.fit(X.astype(np.float64) if spec.dtype == "float64" else X, y)
-        times.append((time.perf_counter() - start) / clf.n_iter_)
+        seconds = _quiet_fit(clf, X.astype(np.float64) if spec.dtype == "float64" else X, y)
+        times.append(seconds / clf.n_iter_)
     return times
 
 
@@ -119,46 +148,288 @@ def _summary(times):
             "repeats": len(times)}
 
 
-def bench(args):
-    """Time one training epoch per workload for each engine, side by side, in one run."""
+def _calls_per_repeat(fn, x, seconds):
+    start = time.perf_counter()
+    fn(x)
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, int(seconds / once))
+
+
+def _time_calls(fns, x, repeats, seconds):
+    """Seconds per call of each ``fns[name](x)``, repeats alternating between them."""
+    calls = {name: _calls_per_repeat(fn, x, seconds) for name, fn in fns.items()}
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            k = calls[name]
+            start = time.perf_counter()
+            for _ in range(k):
+                fn(x)
+            times[name].append((time.perf_counter() - start) / k)
+    return times
+
+
+_FITTED = {}
+
+
+def _fitted_estimator(case, library):
+    """Estimators of ``ESTIMATOR_CASES`` fitted once per run (for predict timings)."""
+    from fastnn._workloads import estimator_data, make_estimator
+
+    if (case, library) not in _FITTED:
+        est = make_estimator(case, library)
+        _quiet_fit(est, *estimator_data(case))
+        _FITTED[case, library] = est
+    return _FITTED[case, library]
+
+
+def _row(timings, base_key="numpy"):
+    base = statistics.median(timings[base_key])
+    row = {}
+    for engine, times in timings.items():
+        s = _summary(times)
+        s["speedup_vs_numpy"] = base / s["median_s"]
+        row[engine] = s
+    return row
+
+
+def _print_rows(name, row, goal=None, rows_per_call=None):
+    for engine, s in row.items():
+        if not isinstance(s, dict) or "median_s" not in s:
+            continue
+        if rows_per_call:  # throughput: rows per second, higher is faster
+            cells = [f"{rows_per_call / s[k] / 1e3:.1f}k/s" for k in ("median_s", "max_s", "min_s")]
+        else:
+            cells = [_fmt(s[k]) for k in ("median_s", "min_s", "max_s")]
+        note = ""
+        if engine == "numba" and goal is not None:
+            note = f"  goal >= {goal:g}x: {'met' if s['speedup_vs_numpy'] >= goal else 'NOT met'}"
+        if "numpy_same_process_median_s" in s:
+            note += "  (own process, vs its own NumPy baseline)"
+        print(f"{name:9} {engine:14} {cells[0]:>12} {cells[1]:>11} {cells[2]:>11} "
+              f"{s['speedup_vs_numpy']:8.2f}x{note}")
+
+
+def _bench_train(name, args):
     from fastnn._workloads import WORKLOADS, load, make_model
 
-    names = args.workloads.split(",") if args.workloads else list(WORKLOADS)
+    spec = WORKLOADS[name]
+    X, y, X_test, y_test = load(name)
+    fast, slow = make_model(name, "numba"), make_model(name, "numpy")
+    compile_start = time.perf_counter()
+    fast.fit(X, y, epochs=1, batch_size=spec.batch_size)  # compile/load kernels first
+    first = time.perf_counter() - compile_start
+    timings = {"numba": [], "numpy": []}
+    for _ in range(args.repeats):  # alternate so drift hits both engines alike
+        timings["numba"].append(_time_fit(fast, X, y, spec.epochs, spec.batch_size))
+        timings["numpy"].append(_time_fit(slow, X, y, spec.epochs, spec.batch_size))
+    if not args.no_peers:
+        timings["sklearn"] = _sklearn_peer(spec, X, y, args.peer_repeats)
+    row = {"kind": "train", "unit": "s/epoch", "dtype": spec.dtype, "first_fit_epoch_s": first,
+           "goal_speedup": TRAIN_GOALS.get(name)}
+    row.update(_row(timings))
+    Xa, ya = (X, y) if X_test is None else (X_test, y_test)
+    row["accuracy"] = {"numba": fast.evaluate(Xa, ya)["accuracy"],
+                       "numpy": slow.evaluate(Xa, ya)["accuracy"],
+                       "on": "train" if X_test is None else "test",
+                       # after all timed fits; numba also had the warm-up epoch
+                       "epochs": {"numba": 1 + args.repeats * spec.epochs,
+                                  "numpy": args.repeats * spec.epochs}}
+    if name == "W-large":  # executed FLOPs: forward, weight and input gradients
+        sizes = (X.shape[1], *spec.hidden, len(np.unique(y)))
+        nw = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+        flops = X.shape[0] * (6 * sum(nw) - 2 * nw[0])
+        for engine in ("numba", "numpy"):
+            row[engine]["gflops"] = flops / row[engine]["median_s"] / 1e9
+    return row
+
+
+def _bench_infer(name, args):
+    from fastnn._workloads import INFER_WORKLOADS, compiled_predictor, infer_rows
+    from fastnn._workloads import make_infer_model
+
+    spec = INFER_WORKLOADS[name]
+    x = infer_rows(name)
+    fast, slow = make_infer_model(name, "numba"), make_infer_model(name, "numpy")
+    fns = {"numba": fast.predict_proba, "numpy": slow.predict_proba}
+    predictor = compiled_predictor(fast) if name == "W-infer1" else None
+    if predictor is not None:
+        fns["numba-compiled"] = predictor
+    if not args.no_peers and name == "W-infer1":
+        fns["sklearn"] = _fitted_estimator("digits (128,64)", "sklearn").predict_proba
+    for fn in fns.values():
+        fn(x)  # compile / warm up
+    seconds = 0.02 if args.quick else 0.1
+    if spec.metric == "throughput":
+        seconds = 0.0  # one call per repeat is already ~50 ms
+    timings = _time_calls(fns, x, args.repeats, seconds)
+    row = {"kind": "infer", "metric": spec.metric, "rows": spec.rows, "dtype": spec.dtype,
+           "unit": "s/call"}
+    row.update(_row(timings))
+    if spec.metric == "throughput":
+        row["goal_speedup"] = TRAIN_GOALS.get(name)
+        for key in timings:
+            row[key]["rows_per_s"] = spec.rows / row[key]["median_s"]
+    else:
+        row["goal_compiled_s"] = INFER1_GOAL_S
+        row["compiled_predictor"] = predictor is not None
+    return row
+
+
+def _bench_compile(args):
+    import shutil
+    import tempfile
+
+    from fastnn._workloads import run_compile
+
+    cache = tempfile.mkdtemp(prefix="fastnn-bench-cache-")
+    times = {"cold": [], "warm": [], "cold_process": [], "warm_process": []}
+    try:
+        for _ in range(1 if args.quick else args.peer_repeats):  # ~5 s each
+            shutil.rmtree(cache, ignore_errors=True)
+            stmt, wall = run_compile(cache)  # an empty cache: compiles, and fills it
+            times["cold"].append(stmt)
+            times["cold_process"].append(wall)
+        for _ in range(1 if args.quick else args.repeats):  # the cache the last cold run filled
+            stmt, wall = run_compile(cache)
+            times["warm"].append(stmt)
+            times["warm_process"].append(wall)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    row = {"kind": "compile", "unit": "s", "dtype": "float64",
+           "goal_s": dict(COMPILE_GOALS_S)}
+    for key, t in times.items():
+        row[key] = _summary(t)
+    return row
+
+
+def _bench_subprocess_peers(names, args, results):
+    """Each installed peer in its own process, beside a NumPy baseline in that process."""
+    import subprocess
+
+    from fastnn._peers import available
+
+    peers = [p for p in args.peers.split(",") if p]
+    runnable = [n for n in names if n not in ("W-compile",)]
+    for peer in peers:
+        if not available(peer):
+            results["peers"][peer] = {"status": "not installed"}
+            print(f"{peer}: not installed, skipped")
+            continue
+        cmd = [sys.executable, "-m", "fastnn._peers", peer, "--workloads", ",".join(runnable),
+               "--repeats", str(args.peer_repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            results["peers"][peer] = {"status": "failed", "stderr": proc.stderr[-2000:]}
+            print(f"{peer}: failed in its process:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        out = json.loads(proc.stdout)
+        results["peers"][peer] = {"status": "ran", "version": out.get("version")}
+        for name, pair in out["results"].items():
+            s = dict(pair["peer"])
+            s["numpy_same_process_median_s"] = pair["numpy"]["median_s"]
+            s["speedup_vs_numpy"] = pair["numpy"]["median_s"] / s["median_s"]
+            results["workloads"][name][peer] = s
+            rows = results["workloads"][name].get("rows") \
+                if results["workloads"][name].get("metric") == "throughput" else None
+            _print_rows(name, {peer: s}, rows_per_call=rows)
+
+
+def _bench_estimators(args):
+    from fastnn._workloads import ESTIMATOR_CASES, estimator_data, infer_rows, make_estimator
+
+    out = {}
+    for case in ESTIMATOR_CASES:
+        X, y = estimator_data(case)
+        _quiet_fit(make_estimator(case, "fastnn"), X, y)  # compile outside the timing
+        times = {"fastnn": [], "sklearn": []}
+        for _ in range(args.peer_repeats):
+            for lib in times:
+                times[lib].append(_quiet_fit(make_estimator(case, lib), X, y))
+        out[case] = {"metric": "fit seconds", **{k: _summary(v) for k, v in times.items()}}
+    x = infer_rows("W-infer1")
+    fns = {lib: _fitted_estimator("digits (128,64)", lib).predict_proba
+           for lib in ("fastnn", "sklearn")}
+    for fn in fns.values():
+        fn(x)
+    times = _time_calls(fns, x, args.repeats, 0.02 if args.quick else 0.1)
+    out["predict_proba 1 row"] = {"metric": "seconds per call (digits (128,64) estimators)",
+                                  **{k: _summary(v) for k, v in times.items()}}
+    for case, row in out.items():
+        row["speedup"] = row["sklearn"]["median_s"] / row["fastnn"]["median_s"]
+        row["goal_speedup"] = ESTIMATOR_GOALS[case]
+        row["met"] = row["speedup"] >= row["goal_speedup"]
+    return out
+
+
+def bench(args):
+    """Every workload: NumPy backend, fastnn and the peers, side by side, in one run."""
+    from fastnn._workloads import INFER_WORKLOADS, WORKLOADS
+
+    if args.quick:
+        args.repeats = min(args.repeats, 2)
+        args.peer_repeats = 1
+        args.peers = ""
+    if args.workloads:
+        names = args.workloads.split(",")
+    else:
+        names = [n for n in ALL_WORKLOADS if not (args.quick and n in QUICK_SKIPS)]
     for name in names:
-        if name not in WORKLOADS:
-            print(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}",
+        if name not in ALL_WORKLOADS:
+            print(f"unknown workload {name!r}; choose from {', '.join(ALL_WORKLOADS)}",
                   file=sys.stderr)
             return 2
-    machine = _machine()
-    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
-    results = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "workloads": {}}
-    header = f"{'workload':9} {'engine':8} {'median/epoch':>14} {'min':>11} {'max':>11} {'vs numpy':>9}"
+    if args.no_peers:
+        args.peers = ""
+    results = {"machine": None, "date": time.strftime("%Y-%m-%d"), "quick": args.quick,
+               "repeats": args.repeats, "peer_repeats": args.peer_repeats, "workloads": {},
+               "peers": {}, "estimators": {}}
+    header = (f"{'workload':9} {'engine':14} {'median':>12} {'min':>11} {'max':>11} "
+              f"{'vs numpy':>9}")
     print(header)
     print("-" * len(header))
     for name in names:
-        spec = WORKLOADS[name]
-        X, y, _, _ = load(name)
-        fast, slow = make_model(name, "numba"), make_model(name, "numpy")
-        compile_start = time.perf_counter()
-        fast.fit(X, y, epochs=1, batch_size=spec.batch_size)  # compile/load kernels first
-        first = time.perf_counter() - compile_start
-        timings = {"numba": [], "numpy": []}
-        for _ in range(args.repeats):  # alternate so drift hits both engines alike
-            timings["numba"].append(_time_fit(fast, X, y, spec.epochs, spec.batch_size))
-            timings["numpy"].append(_time_fit(slow, X, y, spec.epochs, spec.batch_size))
-        if not args.no_peers:
-            timings["sklearn"] = _sklearn_peer(spec, X, y, args.peer_repeats)
-        base = statistics.median(timings["numpy"])
-        row = {"first_fit_epoch_s": first}
-        for engine, times in timings.items():
-            s = _summary(times)
-            s["speedup_vs_numpy"] = base / s["median_s"]
-            row[engine] = s
-            print(f"{name:9} {engine:8} {_fmt(s['median_s']):>14} {_fmt(s['min_s']):>11} "
-                  f"{_fmt(s['max_s']):>11} {s['speedup_vs_numpy']:8.2f}x")
-        results["workloads"][name] = row
-    print("times are per training epoch (a fit of the workload's epochs, divided); "
-          "'vs numpy' = numpy-backend median / engine median, higher is faster")
+        if name in WORKLOADS:
+            row = _bench_train(name, args)
+            results["workloads"][name] = row
+            _print_rows(name, row, goal=row["goal_speedup"])
+        elif name in INFER_WORKLOADS:
+            row = _bench_infer(name, args)
+            results["workloads"][name] = row
+            rows = row["rows"] if row["metric"] == "throughput" else None
+            _print_rows(name, row, goal=row.get("goal_speedup"), rows_per_call=rows)
+            if "numba-compiled" in row:
+                met = row["numba-compiled"]["median_s"] <= INFER1_GOAL_S
+                print(f"{'':9} compiled predictor goal <= {INFER1_GOAL_S * 1e6:g} us: "
+                      f"{'met' if met else 'NOT met'}")
+            elif name == "W-infer1":
+                print(f"{'':9} (the model has no compile_predictor(); no compiled row)")
+        else:
+            row = _bench_compile(args)
+            results["workloads"][name] = row
+            for key in ("cold", "warm"):
+                s, p = row[key], row[key + "_process"]
+                goal = COMPILE_GOALS_S[key]
+                print(f"{name:9} {key:14} {_fmt(s['median_s']):>12} {_fmt(s['min_s']):>11} "
+                      f"{_fmt(s['max_s']):>11} {'':>9}  whole process {_fmt(p['median_s'])}; "
+                      f"goal <= {goal:g} s: {'met' if s['median_s'] <= goal else 'NOT met'}")
+    if args.peers:
+        _bench_subprocess_peers(names, args, results)
+    print("training rows: seconds per epoch; W-infer1: seconds per call (1 row); W-inferB: "
+          "rows/s (median, worst, best); W-compile: import fastnn + first W-tiny fit in a "
+          "fresh process. 'vs numpy' = NumPy-backend median / engine median, higher is faster")
+    if not args.no_peers:
+        results["estimators"] = _bench_estimators(args)
+        print("\nestimators vs scikit-learn (fastnn.MLPClassifier vs "
+              "sklearn.neural_network.MLPClassifier, issue 3)")
+        print(f"{'case':22} {'fastnn':>11} {'sklearn':>11} {'speedup':>9} {'goal':>7}")
+        for case, row in results["estimators"].items():
+            print(f"{case:22} {_fmt(row['fastnn']['median_s']):>11} "
+                  f"{_fmt(row['sklearn']['median_s']):>11} {row['speedup']:8.1f}x "
+                  f"{row['goal_speedup']:6g}x  {'met' if row['met'] else 'NOT met'}")
+    # Last, so the thread pools every engine loaded (BLAS, OpenMP) are all listed.
+    results["machine"] = _machine()
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in results["machine"].items()))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -188,10 +459,17 @@ def main(argv=None):
     p_demo.set_defaults(func=demo)
     p_bench = sub.add_parser("bench", help="numba vs numpy (and peers) per workload")
     p_bench.add_argument("--workloads", default="",
-                         help="comma-separated, e.g. W-tiny,W-small (default: all)")
+                         help=f"comma-separated, from {','.join(ALL_WORKLOADS)} (default: all)")
     p_bench.add_argument("--repeats", type=int, default=7)
-    p_bench.add_argument("--peer-repeats", type=int, default=3)
-    p_bench.add_argument("--no-peers", action="store_true", help="skip scikit-learn")
+    p_bench.add_argument("--peer-repeats", type=int, default=3,
+                         help="repeats of the slower peers, estimator fits and cold compiles")
+    p_bench.add_argument("--peers", default="torch,jax",
+                         help="peers run each in their own process when installed "
+                              "(default torch,jax; 'fastnn' runs the numba engine that way)")
+    p_bench.add_argument("--no-peers", action="store_true",
+                         help="skip scikit-learn, the estimators section and the other peers")
+    p_bench.add_argument("--quick", action="store_true",
+                         help="smoke run: repeats <= 2, no W-large/W-inferB, no torch/jax")
     p_bench.add_argument("--json", default="", help="also write the results to this file")
     p_bench.set_defaults(func=bench)
     args = parser.parse_args(argv)

@@ -43,3 +43,117 @@ def test_bad_cli_arguments(args, message):
     result = run(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--quick", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["date"]
+    assert {"cores", "blas", "threadpools", "numba"} <= set(data["machine"])
+    # --quick skips the two workloads built on the 60000 x 784 data set.
+    assert list(data["workloads"]) == ["W-tiny", "W-small", "W-infer1", "W-compile"]
+    for name in ("W-tiny", "W-small"):
+        row = data["workloads"][name]
+        assert row["kind"] == "train" and row["goal_speedup"] > 1
+        for engine in ("numba", "numpy", "sklearn"):
+            assert row[engine]["median_s"] > 0
+            assert row[engine]["min_s"] <= row[engine]["median_s"] <= row[engine]["max_s"]
+        assert row["numpy"]["speedup_vs_numpy"] == pytest.approx(1.0)
+        assert row["accuracy"]["numba"] > 0.9
+    infer = data["workloads"]["W-infer1"]
+    assert infer["metric"] == "latency" and infer["rows"] == 1
+    assert {"numba", "numpy", "sklearn"} <= set(infer)
+    # The compiled-predictor row is there exactly when the model API offers one.
+    import fastnn
+
+    assert ("numba-compiled" in infer) == hasattr(fastnn.Sequential, "compile_predictor")
+    comp = data["workloads"]["W-compile"]
+    assert comp["cold"]["median_s"] > 0 and comp["warm"]["median_s"] > 0
+    assert comp["warm_process"]["median_s"] >= comp["warm"]["median_s"]
+    assert comp["goal_s"] == {"warm": 0.5, "cold": 5.0}
+    est = data["estimators"]
+    assert list(est) == ["digits (128,64)", "iris (16,16)", "predict_proba 1 row"]
+    for case, goal in zip(est, (7, 50, 10)):
+        row = est[case]
+        assert row["goal_speedup"] == goal
+        assert row["speedup"] == pytest.approx(row["sklearn"]["median_s"]
+                                               / row["fastnn"]["median_s"])
+        assert row["met"] == (row["speedup"] >= goal)
+    assert re.search(r"digits \(128,64\)\s+\S+ \S+\s+\S+ \S+\s+\d+\.\dx\s+7x\s+(met|NOT met)",
+                     result.stdout)
+    assert "machine: cores=" in result.stdout
+
+
+def test_bench_peer_runs_in_its_own_process(tmp_path):
+    # "fastnn" as a peer: the numba engine timed in a subprocess beside that process's
+    # NumPy baseline, which is how torch and JAX run when installed.
+    out = tmp_path / "bench.json"
+    result = run("bench", "--workloads", "W-tiny", "--repeats", "1", "--peer-repeats", "1",
+                 "--peers", "fastnn", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["peers"]["fastnn"]["status"] == "ran"
+    peer = data["workloads"]["W-tiny"]["fastnn"]
+    assert peer["speedup_vs_numpy"] == pytest.approx(
+        peer["numpy_same_process_median_s"] / peer["median_s"])
+    assert re.search(r"W-tiny\s+fastnn .*\(own process", result.stdout)
+
+
+def test_bench_reports_missing_peers():
+    from fastnn._peers import available
+
+    missing = [p for p in ("torch", "jax") if not available(p)]
+    if not missing:
+        pytest.skip("torch and JAX are both installed: nothing is reported missing")
+    result = run("bench", "--workloads", "W-tiny", "--repeats", "1", "--peer-repeats", "1",
+                 "--peers", ",".join(missing))
+    assert result.returncode == 0, result.stderr
+    for peer in missing:
+        assert f"{peer}: not installed, skipped" in result.stdout
+
+
+def test_plot_report_chart_and_markdown(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "plot_report.py"
+    spec = importlib.util.spec_from_file_location("plot_report", path)
+    plot_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_report)
+    s = lambda m: {"median_s": m, "min_s": m, "max_s": m, "repeats": 1}  # noqa: E731
+    report = {
+        "date": "2026-01-01",
+        "machine": {"cores": 2, "cpu": "Test CPU", "numpy_blas": "openblas 0.3"},
+        "workloads": {
+            "W-tiny": {"kind": "train", "dtype": "float64",
+                       "numpy": {**s(1e-3), "speedup_vs_numpy": 1.0},
+                       "numba": {**s(2e-5), "speedup_vs_numpy": 50.0},
+                       "sklearn": {**s(2e-3), "speedup_vs_numpy": 0.5},
+                       "accuracy": {"numba": 1.0}},
+            "W-inferB": {"kind": "infer", "metric": "throughput", "rows": 10000,
+                         "dtype": "float32",
+                         "numpy": {**s(0.05), "speedup_vs_numpy": 1.0},
+                         "numba": {**s(0.04), "speedup_vs_numpy": 1.25}},
+            "W-compile": {"kind": "compile", "dtype": "float64", "cold": s(4.0),
+                          "warm": s(0.4)},
+        },
+        "estimators": {"iris (16,16)": {"fastnn": s(0.01), "sklearn": s(0.6),
+                                        "speedup": 60.0, "goal_speedup": 50.0, "met": True}},
+    }
+    assert plot_report.ratios(report) == {"W-tiny": {"numba": 50.0, "sklearn": 0.5},
+                                          "W-inferB": {"numba": 1.25}}
+    table = plot_report.markdown(report).splitlines()
+    assert table[0] == ("| workload | NumPy backend | fastnn | ratio | scikit-learn | date | "
+                        "machine | dtype |")
+    assert table[2] == ("| W-tiny | 1.00 ms/epoch | 20.0 us/epoch | 50.00x | 2.00 ms/epoch | "
+                        "2026-01-01 | Test CPU, 2 cores, openblas 0.3 | float64 |")
+    assert "| W-inferB | 200k rows/s | 250k rows/s | 1.25x | - |" in table[3]
+    assert "| W-compile | - | warm 400.00 ms, cold 4.00 s | - |" in table[4]
+    assert table[-1] == "| iris (16,16) | 10.00 ms | 600.00 ms | 60.0x | >= 50x (met) |"
+    png = tmp_path / "speed.png"
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert plot_report.main([str(tmp_path / "r.json"), str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
