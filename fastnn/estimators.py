@@ -56,7 +56,6 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils import shuffle as _shuffle
 from sklearn.utils._param_validation import Options, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.metaestimators import available_if
@@ -180,6 +179,18 @@ class _OptimizerState:
         if verbose:
             print(msg + " Setting learning rate to %f" % self.learning_rate)
         return False
+
+
+def _shuffled(sample_idx, random_state):
+    """``sklearn.utils.shuffle(sample_idx, random_state=random_state)``, same draws.
+
+    scikit-learn's shuffle (``resample`` without replacement) shuffles ``arange(n)`` with
+    ``random_state.shuffle`` and indexes with it; doing that directly skips its input
+    validation, ~30 us per epoch, which is a third of an iris epoch.
+    """
+    perm = np.arange(sample_idx.shape[0])
+    random_state.shuffle(perm)
+    return sample_idx[perm]
 
 
 def _all_finite(a):
@@ -456,7 +467,7 @@ class _BaseMLP(BaseEstimator):
             marks = self._epoch_marks()
             try:
                 if self.shuffle:
-                    sample_idx = _shuffle(sample_idx, random_state=random_state)
+                    sample_idx = _shuffled(sample_idx, random_state)
                 hyper[K.HYPER_LR] = opt.learning_rate
                 if numba_engine:
                     total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper,
