@@ -7,6 +7,7 @@ through :class:`Network`; it owns ``theta`` and hands kernels only plain arrays.
 import numpy as np
 
 from fastnn import kernels as K
+from fastnn._validation import check_X
 from fastnn.backends import get_backend
 
 ACTIVATION_CODES = {
@@ -133,7 +134,6 @@ class Predictor:
     def __init__(self, net, max_rows=1):
         from fastnn.kernels import all_finite, predict_forward
 
-        self._net = net
         self._theta = net.theta.copy()
         self._dtype = np.dtype(net.dtype)
         self._n_in = int(net.sizes[0])
@@ -141,25 +141,29 @@ class Predictor:
         self._hidden = int(net.sizes[1:-1].sum())
         self._max_rows = max_rows
         self._work = np.empty(max(1, max_rows * self._hidden), dtype=net.dtype)
+        # The clean-input test, as one tuple comparison: C-contiguous rows of n_in items.
+        self._row_strides = (self._n_in * self._dtype.itemsize, self._dtype.itemsize)
         self._finite = all_finite if net.backend == "numba" else (
             lambda a: bool(np.isfinite(a).all()))
-        self._forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
+        forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
+        theta, sizes, offsets, acts = self._theta, net.sizes, net.offsets, net.acts
+        # Bound once: a call then costs the checks, one allocation and one dispatch.
+        self._run = lambda x, work, out: forward(x, theta, sizes, offsets, acts, work, out)
 
     def __call__(self, x):
         """Output activations for the rows of ``x``, shape (n_rows, n_outputs)."""
-        from fastnn._validation import check_X
-
-        if not (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
-                and x.shape[1] == self._n_in and x.flags.c_contiguous and x.shape[0] > 0):
+        if (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
+                and x.shape[1] == self._n_in and x.strides == self._row_strides
+                and x.shape[0] > 0):
+            if not self._finite(x):
+                raise ValueError("X contains NaN or infinity; remove or impute non-finite values")
+        else:
             x = check_X(x, self._dtype.type, n_features=self._n_in)
-        elif not self._finite(x):
-            raise ValueError("X contains NaN or infinity; remove or impute non-finite values")
         rows = x.shape[0]
         work = self._work if rows <= self._max_rows else np.empty(
             max(1, min(rows, PREDICT_BLOCK) * self._hidden), dtype=self._dtype)
         out = np.empty((rows, self._n_out), dtype=self._dtype)
-        net = self._net
-        self._forward(x, self._theta, net.sizes, net.offsets, net.acts, work, out)
+        self._run(x, work, out)
         return out
 
 

@@ -181,6 +181,16 @@ class _OptimizerState:
         return False
 
 
+def _finite_2d(a):
+    """``np.isfinite(a).all()`` for a 2-D array; C-contiguous float arrays take the
+    compiled check (0.3 us instead of ~1.5 us: most of a one-row predict's budget)."""
+    if a.flags.c_contiguous and a.dtype in (np.float32, np.float64):
+        from fastnn.kernels import all_finite
+
+        return all_finite(a)
+    return bool(np.isfinite(a).all())
+
+
 def _shuffled(sample_idx, random_state):
     """``sklearn.utils.shuffle(sample_idx, random_state=random_state)``, same draws.
 
@@ -592,7 +602,7 @@ class _BaseMLP(BaseEstimator):
         # latency. Everything else (lists, sparse, frames, bad values) goes through it.
         if (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f"
                 and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
-                and "feature_names_in_" not in self.__dict__ and np.isfinite(X).all()):
+                and "feature_names_in_" not in self.__dict__ and _finite_2d(X)):
             return X
         with np.errstate(over="ignore", invalid="ignore"):  # as in _fit
             return validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
@@ -608,7 +618,7 @@ class _BaseMLP(BaseEstimator):
         else:  # overflow is reported just below, as with the compiled engine
             with np.errstate(over="ignore", invalid="ignore"):
                 out = net.predict(self._dense(X, net.dtype))
-        if check_input and not np.isfinite(out).all():
+        if check_input and not _finite_2d(out):
             # scikit-learn returns NaN (predict: an arbitrary class) here; refuse instead.
             raise ValueError("the network's output overflowed to a non-finite value; X holds "
                              f"values up to {np.abs(X).max():.3g}: scale the inputs")

@@ -335,3 +335,33 @@ def test_divergence_keeps_last_finite_weights(iris):
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert all(np.isfinite(history["loss"]))
     assert len(history["loss"]) < 50
+
+
+# --- compiled predictor ---------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_compiled_predictor_matches_predict_proba(iris, backend):
+    Xtr, ytr, Xte, _ = iris
+    model = iris_model(backend)
+    model.fit(Xtr, ytr, epochs=5)
+    predict = model.compile_predictor()
+    for rows in (Xte[:1], Xte[:7], Xte, Xte.tolist(), np.asfortranarray(Xte)):
+        assert_array_equal(predict(rows), model.predict_proba(rows))
+    frozen = predict(Xte)
+    model.fit(Xtr, ytr, epochs=1)  # the predictor keeps the weights it was made with
+    assert_array_equal(predict(Xte), frozen)
+
+
+def test_compiled_predictor_refuses_bad_rows(fitted):
+    predict = fitted.compile_predictor(max_rows=4)
+    with pytest.raises(ValueError, match="X contains NaN"):
+        predict(np.full((1, 4), np.nan))
+    with pytest.raises(ValueError, match="X contains infinity"):
+        predict(np.array([[0.0, np.inf, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="X has 3 features, but the model was fitted with 4"):
+        predict(np.zeros((2, 3)))
+    # Same row stride as a clean 4-wide array, but only 3 columns: must not be read as 4.
+    wide = np.zeros((5, 4))
+    with pytest.raises(ValueError, match="X has 3 features"):
+        predict(wide[:, :3])
+    with pytest.raises(ValueError, match="max_rows must be >= 1"):
+        fitted.compile_predictor(max_rows=0)
