@@ -7,7 +7,7 @@ through :class:`Network`; it owns ``theta`` and hands kernels only plain arrays.
 import numpy as np
 
 from fastnn import kernels as K
-from fastnn._validation import check_X
+from fastnn._validation import check_finite, check_X
 from fastnn.backends import get_backend
 
 ACTIVATION_CODES = {
@@ -156,7 +156,7 @@ class Predictor:
                 and x.shape[1] == self._n_in and x.strides == self._row_strides
                 and x.shape[0] > 0):
             if not self._finite(x):
-                raise ValueError("X contains NaN or infinity; remove or impute non-finite values")
+                check_finite(x, "X")  # raises, naming NaN or infinity
         else:
             x = check_X(x, self._dtype.type, n_features=self._n_in)
         rows = x.shape[0]
