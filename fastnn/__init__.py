@@ -11,12 +11,13 @@ estimators on first access, so ``import fastnn`` stays cheap.
 
 from fastnn import optimizers
 from fastnn.io import ModelFileError, load
+from fastnn._warmup import warmup
 from fastnn.model import Dense, DivergenceWarning, History, Sequential
 
 __version__ = "0.1.0"
 
 __all__ = ["Dense", "DivergenceWarning", "History", "MLPClassifier", "MLPRegressor",
-           "ModelFileError", "Sequential", "load", "optimizers", "__version__"]
+           "ModelFileError", "Sequential", "load", "optimizers", "warmup", "__version__"]
 
 _LAZY = {"MLPClassifier": "fastnn.estimators", "MLPRegressor": "fastnn.estimators"}
 

@@ -365,3 +365,14 @@ def test_compiled_predictor_refuses_bad_rows(fitted):
         predict(wide[:, :3])
     with pytest.raises(ValueError, match="max_rows must be >= 1"):
         fitted.compile_predictor(max_rows=0)
+
+
+def test_warmup_compiles_both_dtypes_for_every_entry_point():
+    import fastnn.kernels as K
+
+    spent = fastnn.warmup()
+    assert set(spent) == {"float64", "float32"} and all(s > 0 for s in spent.values())
+    for kernel in (K.run_epoch, K.loss_grad, K.predict_forward, K.all_finite, K.xent_loss,
+                   K.bce_loss, K.mse_loss):
+        dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
+        assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)

@@ -1,0 +1,45 @@
+"""``fastnn.warmup()``: compile (or load from the cache) the kernels fits and predicts use."""
+
+import time
+
+import numpy as np
+
+__all__ = ["warmup"]
+
+
+def warmup(dtypes=("float64", "float32")):
+    """Compile ahead the kernels behind ``fit``, ``predict``, ``evaluate`` and the
+    compiled predictor, for each dtype, so the first real call does not pay for them.
+
+    With a filled cache this only loads the compiled code (well under a second); in a
+    fresh environment it compiles, which takes several seconds per dtype.
+
+    Parameters
+    ----------
+    dtypes : sequence of {"float64", "float32"}
+
+    Returns
+    -------
+    dict
+        Seconds spent per dtype.
+    """
+    from fastnn.model import Dense, Sequential
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 3))
+    labels = np.arange(8) % 2
+    spent = {}
+    for dtype in dtypes:
+        start = time.perf_counter()
+        # one model per output kind: each loss kernel and every engine entry point
+        for layers, loss, y in [
+            ([Dense(4, "relu"), Dense(2, "softmax")], "categorical_crossentropy", labels),
+            ([Dense(4, "tanh"), Dense(1, "sigmoid")], "binary_crossentropy", labels),
+            ([Dense(4, "sigmoid"), Dense(1, "linear")], "mse", X[:, 0]),
+        ]:
+            model = Sequential(layers, loss=loss, dtype=dtype, seed=0)
+            model.fit(X, y, epochs=1, batch_size=4, validation_data=(X, y))
+            model.loss_and_gradients(X, y)
+            model.compile_predictor()(np.ascontiguousarray(X, dtype=dtype))
+        spent[dtype] = time.perf_counter() - start
+    return spent
