@@ -5,6 +5,7 @@
 >>> history = model.fit(X, y, epochs=200, batch_size=16)   # doctest: +SKIP
 """
 
+import math
 import time
 import warnings
 
@@ -292,6 +293,8 @@ class Sequential:
             history.history["val_loss"] = []
             if self._kind != "regression":
                 history.history["val_accuracy"] = []
+        steps = -(-n // batch_size)
+        losses, seconds = history.history["loss"], history.seconds
         for epoch in range(epochs):
             start = time.perf_counter()
             order = self._rng.permutation(n) if shuffle else ordered
@@ -304,7 +307,7 @@ class Sequential:
                     np.copyto(arr, keep)
                 raise
             loss = total / n
-            if not (np.isfinite(loss) and np.isfinite(net.theta).all()):
+            if not (math.isfinite(loss) and np.isfinite(net.theta).all()):
                 for keep, arr in zip(saved, live):
                     np.copyto(arr, keep)
                 warnings.warn(
@@ -312,19 +315,21 @@ class Sequential:
                     "the weights of the last finite epoch. Lower the learning rate.",
                     DivergenceWarning, stacklevel=2)
                 break
-            self._t += -(-n // batch_size)
-            history.seconds.append(time.perf_counter() - start)
-            history.history["loss"].append(loss)
+            self._t += steps
+            seconds.append(time.perf_counter() - start)
+            losses.append(loss)
             history.epoch.append(epoch)
-            line = f"Epoch {epoch + 1}/{epochs} - loss: {loss:.6f}"
             if val is not None:
                 metrics = self._evaluate_encoded(val[0], val[1], val[2])
                 history.history["val_loss"].append(metrics["loss"])
-                line += f" - val_loss: {metrics['loss']:.6f}"
                 if "accuracy" in metrics:
                     history.history["val_accuracy"].append(metrics["accuracy"])
-                    line += f" - val_accuracy: {metrics['accuracy']:.4f}"
             if verbose:
+                line = f"Epoch {epoch + 1}/{epochs} - loss: {loss:.6f}"
+                if val is not None:
+                    line += f" - val_loss: {metrics['loss']:.6f}"
+                    if "accuracy" in metrics:
+                        line += f" - val_accuracy: {metrics['accuracy']:.4f}"
                 print(f"{line} - {1e3 * (time.perf_counter() - start):.3f} ms", flush=True)
         return history
 
