@@ -113,7 +113,19 @@ ALL_WORKLOADS = ("W-tiny", "W-small", "W-large", "W-infer1", "W-inferB", "W-comp
 QUICK_SKIPS = ("W-large", "W-inferB")  # both build the 60000 x 784 data set (~9 s)
 
 
+# Pause before each timed run, outside the timing. NumPy and the kernels use two different
+# OpenBLAS builds, each with its own thread pool, and a pool keeps spinning for a while
+# after its last call: whichever engine ran right after the other one lost a core. W-inferB
+# measured 79k rows/s right after a NumPy call and 150k rows/s after a pause.
+BLAS_SETTLE_S = 0.2
+
+
+def _settle():
+    time.sleep(BLAS_SETTLE_S)
+
+
 def _time_fit(model, X, y, epochs, batch_size):
+    _settle()
     start = time.perf_counter()
     model.fit(X, y, epochs=epochs, batch_size=batch_size)
     return (time.perf_counter() - start) / epochs
@@ -124,6 +136,7 @@ def _quiet_fit(est, X, y):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        _settle()
         start = time.perf_counter()
         est.fit(X, y)
         return time.perf_counter() - start
@@ -162,6 +175,7 @@ def _time_calls(fns, x, repeats, seconds):
     for _ in range(repeats):
         for name, fn in fns.items():
             k = calls[name]
+            _settle()
             start = time.perf_counter()
             for _ in range(k):
                 fn(x)
@@ -366,6 +380,10 @@ def bench(args):
     """Every workload: NumPy backend, fastnn and the peers, side by side, in one run."""
     from fastnn._workloads import INFER_WORKLOADS, WORKLOADS
 
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        # checked first: a full run takes minutes, and its results must have a place to go
+        print(f"--json: directory of {args.json!r} does not exist", file=sys.stderr)
+        return 2
     if args.quick:
         args.repeats = min(args.repeats, 2)
         args.peer_repeats = 1
