@@ -4,6 +4,8 @@ Both the model API (``Sequential``) and the scikit-learn estimators drive traini
 through :class:`Network`; it owns ``theta`` and hands kernels only plain arrays.
 """
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from fastnn import kernels as K
@@ -186,6 +188,20 @@ class Trainer:
         return float(net.engine.run_epoch(
             x, y, sw, order, self.batch_size, net.theta, self.grad, self.m, self.v, net.sizes,
             net.offsets, net.acts, hyper, t, self.opt_code, self.work))
+
+
+@contextmanager
+def blas_threads(n_threads):
+    """Limit the BLAS thread pools (NumPy's and the kernels' OpenBLAS) to ``n_threads``
+    for the duration of a ``with`` block; ``None`` leaves them as they are."""
+    if n_threads is None:
+        yield
+        return
+    import scipy.linalg.cython_blas  # noqa: F401  (load the kernels' BLAS so it is limited too)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n_threads, user_api="blas"):
+        yield
 
 
 def make_hyper(dtype, *, lr=0.0, momentum=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-8,

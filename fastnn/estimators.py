@@ -56,7 +56,7 @@ from sklearn.neural_network import MLPClassifier as _SkMLPClassifier
 from sklearn.neural_network import MLPRegressor as _SkMLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Options, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
@@ -64,7 +64,7 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fastnn import kernels as K
-from fastnn._network import Network, Trainer, make_hyper
+from fastnn._network import Network, Trainer, blas_threads, make_hyper
 from fastnn._validation import check_dtype
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
@@ -76,6 +76,7 @@ _HIDDEN_CODES = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "tanh": K.TANH,
 _OUTPUT_CODES = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "softmax": K.SOFTMAX,
                  "exp": K.EXP}
 _EXTRA_CONSTRAINTS = {
+    "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
     "backend": [StrOptions(set(BACKENDS))],
     "dtype": [None, StrOptions({"float32", "float64"}),
               Options(type, {np.float32, np.float64})],
@@ -315,6 +316,10 @@ class _BaseMLP(BaseEstimator):
 
     # --- fitting -------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
+        with blas_threads(self.n_threads):
+            return self._fit_body(X, y, sample_weight, incremental)
+
+    def _fit_body(self, X, y, sample_weight, incremental):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -412,7 +417,7 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(
                 f"training diverged: L-BFGS ended with loss = {result.fun}; kept the last "
                 "iterate with a finite loss. Scale the inputs.", DivergenceWarning,
-                stacklevel=5)
+                stacklevel=6)
             return
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
         self.loss_ = result.fun
@@ -494,7 +499,7 @@ class _BaseMLP(BaseEstimator):
                         f"training diverged at epoch {self.n_iter_ + 1} (loss = "
                         f"{total / n_samples}{what}); stopped and kept the weights of the "
                         "last finite epoch. Lower learning_rate_init or scale the inputs.",
-                        DivergenceWarning, stacklevel=5)
+                        DivergenceWarning, stacklevel=6)
                     break
                 opt.steps += n_batches
                 self.n_iter_ += 1
@@ -609,6 +614,12 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X, check_input=True):
         """Output activations for ``X`` (2-D), from the current parameters."""
+        if self.n_threads is None:  # the common case skips the context manager's cost
+            return self._forward_body(X, check_input)
+        with blas_threads(self.n_threads):
+            return self._forward_body(X, check_input)
+
+    def _forward_body(self, X, check_input):
         if check_input:
             X = self._check_predict_input(X)
         self._sync_theta()
@@ -922,6 +933,9 @@ _COMMON_DOC = """
     dtype : {None, "float32", "float64"}, default=None
         Parameter and compute precision. ``None`` follows the input: float32 ``X``
         trains in float32, anything else in float64.
+    n_threads : int or None, default=None
+        Threads the BLAS products may use while fitting and predicting; ``None`` keeps
+        the BLAS default. Results do not depend on it for mini-batches of ordinary size.
 """
 
 
@@ -990,6 +1004,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         max_fun=15000,
         backend="numba",
         dtype=None,
+        n_threads=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1016,6 +1031,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
+        self.n_threads = n_threads
 
     @property
     def loss(self):
@@ -1218,6 +1234,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         max_fun=15000,
         backend="numba",
         dtype=None,
+        n_threads=None,
     ):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -1245,6 +1262,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
+        self.n_threads = n_threads
 
     def _output_activation(self):
         return "exp" if self.loss == "poisson" else "identity"

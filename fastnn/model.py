@@ -13,7 +13,14 @@ import numpy as np
 
 from fastnn import kernels as K
 from fastnn import optimizers as _optimizers
-from fastnn._network import ACTIVATION_CODES, Network, Trainer, make_hyper, output_loss
+from fastnn._network import (
+    ACTIVATION_CODES,
+    Network,
+    Trainer,
+    blas_threads,
+    make_hyper,
+    output_loss,
+)
 from fastnn._validation import check_dtype, check_finite, check_positive_int, check_X
 from fastnn.backends import get_backend
 
@@ -102,10 +109,13 @@ class Sequential:
     seed : int or None, default=None
         Seeds the weight init and the shuffles: the same seed and data give the same
         numbers, run after run.
+    n_threads : int or None, default=None
+        Threads the BLAS products may use during ``fit`` and prediction; ``None`` keeps
+        the BLAS default (all cores). The kernels' own loops run on the calling thread.
     """
 
     def __init__(self, layers, *, optimizer="adam", loss="categorical_crossentropy",
-                 backend="numba", dtype="float64", seed=None):
+                 backend="numba", dtype="float64", seed=None, n_threads=None):
         layers = list(layers) if isinstance(layers, (list, tuple)) else layers
         if not isinstance(layers, list) or not layers:
             raise TypeError(f"layers must be a non-empty list of Dense, got {layers!r}")
@@ -132,6 +142,8 @@ class Sequential:
         get_backend(backend)
         self.dtype = check_dtype(dtype)
         self.seed = seed
+        self.n_threads = None if n_threads is None else check_positive_int(n_threads,
+                                                                             "n_threads")
         self._rng = np.random.default_rng(seed)
         self._net = None
         self._trainer = None
@@ -260,6 +272,12 @@ class Sequential:
         -------
         History
         """
+        with blas_threads(self.n_threads):
+            return self._fit(X, y, epochs=epochs, batch_size=batch_size,
+                             validation_data=validation_data, shuffle=shuffle, verbose=verbose)
+
+    def _fit(self, X, y, *, epochs, batch_size, validation_data, shuffle, verbose):
+        """The body of :meth:`fit`, run inside its BLAS thread limit."""
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         fitted = self._net is not None
@@ -313,7 +331,7 @@ class Sequential:
                 warnings.warn(
                     f"training diverged at epoch {epoch + 1} (loss = {loss}); stopped and kept "
                     "the weights of the last finite epoch. Lower the learning rate.",
-                    DivergenceWarning, stacklevel=2)
+                    DivergenceWarning, stacklevel=3)
                 break
             self._t += steps
             seconds.append(time.perf_counter() - start)
@@ -338,7 +356,8 @@ class Sequential:
         """Output-layer activations: class probabilities (or regression values)."""
         self._check_built("predict_proba")
         X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
-        out = self._net.predict(X)
+        with blas_threads(self.n_threads):
+            out = self._net.predict(X)
         if not np.isfinite(out).all():
             raise ValueError("the network's output overflowed to a non-finite value; X holds "
                              f"values up to {np.abs(X).max():.3g}: scale the inputs")
@@ -447,7 +466,8 @@ class Sequential:
             "layers": [[layer.units, layer.activation] for layer in self.layers],
             "optimizer": {"name": type(opt).__name__, **vars(opt)},
             "loss": self.loss, "backend": self.backend, "dtype": np.dtype(self.dtype).name,
-            "seed": self.seed, "rng_state": self._rng.bit_generator.state,
+            "seed": self.seed, "n_threads": self.n_threads,
+            "rng_state": self._rng.bit_generator.state,
             "n_features": int(self._net.sizes[0]), "t": self._t,
             "batch_size": None if self._trainer is None else self._trainer.batch_size,
         }
@@ -467,7 +487,8 @@ class Sequential:
         optimizer = {"Adam": _optimizers.Adam, "SGD": _optimizers.SGD}[name](**spec)
         layers = [Dense(int(units), activation) for units, activation in header["layers"]]
         model = cls(layers, optimizer=optimizer, loss=header["loss"], backend=header["backend"],
-                    dtype=header["dtype"], seed=header["seed"])
+                    dtype=header["dtype"], seed=header["seed"],
+                    n_threads=header.get("n_threads"))
         n_features = check_positive_int(header["n_features"], "n_features")
         sizes = [n_features] + [layer.units for layer in layers]
         model._net = Network(sizes, [layer.code for layer in layers], model.dtype, model.backend)
@@ -499,4 +520,4 @@ class Sequential:
     def __repr__(self):
         return (f"Sequential({self.layers!r}, optimizer={self.optimizer!r}, loss={self.loss!r}, "
                 f"backend={self.backend!r}, dtype={np.dtype(self.dtype).name!r}, "
-                f"seed={self.seed!r})")
+                f"seed={self.seed!r}, n_threads={self.n_threads!r})")

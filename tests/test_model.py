@@ -376,3 +376,41 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
                    K.bce_loss, K.mse_loss):
         dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
+
+
+def test_n_threads_limits_blas_inside_fit_and_keeps_the_numbers(iris, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from fastnn._network import Trainer
+
+    seen = []
+    real_epoch = Trainer.epoch
+
+    def recording(self, *args):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return real_epoch(self, *args)
+
+    monkeypatch.setattr(Trainer, "epoch", recording)
+    Xtr, ytr, Xte, _ = iris
+    limited, free = iris_model(n_threads=1), iris_model()
+    limited.fit(Xtr, ytr, epochs=3)
+    assert seen and all(counts == {1} for counts in seen)
+    free.fit(Xtr, ytr, epochs=3)
+    for a, b in zip(limited.get_weights(), free.get_weights()):
+        assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
+        iris_model(n_threads=0)
+
+
+def test_estimator_n_threads_is_a_parameter():
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+
+    clf = fastnn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, n_threads=1, random_state=0)
+    assert clone(clf).get_params()["n_threads"] == 1
+    X, y = load_iris(return_X_y=True)
+    with pytest.warns(ConvergenceWarning):  # 5 iterations, as scikit-learn would warn
+        clf.fit(X, y)
+    assert clf.predict(X).shape == (150,)
+    with pytest.raises(ValueError, match="'n_threads' parameter"):
+        fastnn.MLPClassifier(n_threads=0).fit(X, y)
