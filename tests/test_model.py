@@ -227,6 +227,21 @@ def test_array_likes_match_c_arrays(iris, transform):
     assert_array_equal(ref.predict_proba(Xte), other.predict_proba(transform(Xte)))
 
 
+def test_memory_mapped_input_matches_c_arrays(iris, tmp_path):
+    Xtr, ytr, Xte, _ = iris
+    mapped = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64,
+                                       shape=Xtr.shape)
+    mapped[...] = Xtr
+    mapped.flush()
+    readonly = np.load(tmp_path / "X.npy", mmap_mode="r")
+    ref, other = iris_model(), iris_model()
+    ref.fit(Xtr, ytr, epochs=3)
+    other.fit(readonly, ytr, epochs=3)
+    for a, b in zip(ref.get_weights(), other.get_weights()):
+        assert_array_equal(a, b)
+    assert_array_equal(other.predict_proba(readonly), ref.predict_proba(Xtr))
+
+
 def test_integer_input_is_converted():
     X = np.array([[0, 1], [1, 0], [1, 1], [0, 0]] * 10)
     y = np.array([1, 1, 0, 0] * 10)
