@@ -18,3 +18,17 @@ TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def mutated(blob, data):
+    """``blob`` with 1-8 random bytes overwritten and, half the time, truncated; ``data``
+    is hypothesis's ``st.data()`` (the model-file fuzz tests share this)."""
+    from hypothesis import strategies as st
+
+    blob = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        blob = blob[: data.draw(st.integers(0, len(blob)))]
+    return bytes(blob)

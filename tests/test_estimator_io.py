@@ -14,6 +14,7 @@ from sklearn.datasets import load_iris
 from sklearn.exceptions import NotFittedError
 
 import fastnn
+from conftest import mutated
 from fastnn import MLPClassifier, MLPRegressor, ModelFileError
 from fastnn.io import read_model, write_model
 
@@ -345,14 +346,8 @@ def test_header_is_json_with_version(saved):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzzed_estimator_files_load_or_fail_cleanly(tmp_path, saved, data):
-    blob = bytearray(saved.read_bytes())
-    for _ in range(data.draw(st.integers(1, 8))):
-        pos = data.draw(st.integers(0, len(blob) - 1))
-        blob[pos] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        blob = blob[: data.draw(st.integers(0, len(blob)))]
     path = tmp_path / "fuzz.npz"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(mutated(saved.read_bytes(), data))
     try:
         est = fastnn.load(path)
     except ModelFileError:
