@@ -11,6 +11,7 @@ loss, never inf.
 import numpy as np
 
 from ._jit import inline, kernel
+from .activations import _row_max
 
 
 @inline
@@ -20,10 +21,7 @@ def _softmax_xent_rows(z, y1h, sw, eps, delta):
     hi = one - lo
     total = 0.0
     for i in range(z.shape[0]):
-        zmax = z[i, 0]
-        for j in range(1, z.shape[1]):
-            if z[i, j] > zmax:
-                zmax = z[i, j]
+        zmax = _row_max(z, i)
         norm = delta.dtype.type(0)
         for j in range(z.shape[1]):
             e = np.exp(z[i, j] - zmax)
