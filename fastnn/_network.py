@@ -182,12 +182,17 @@ class Trainer:
             state = (np.zeros_like(net.theta), np.zeros_like(net.theta))
         self.m, self.v = state
 
-    def epoch(self, x, y, sw, order, hyper, t):
-        """Run one epoch over ``order``; return the summed (batch mean x length) loss."""
+    def epochs(self, x, y, sw, orders, hyper, t, totals):
+        """Run one epoch per row of ``orders`` in a single engine call.
+
+        Epoch ``e``'s summed (batch mean x length) loss goes to ``totals[e]``. Returns the
+        number of epochs completed; fewer than ``len(orders)`` means the next one diverged
+        and was undone (its total is still in ``totals``).
+        """
         net = self.net
-        return float(net.engine.run_epoch(
-            x, y, sw, order, self.batch_size, net.theta, self.grad, self.m, self.v, net.sizes,
-            net.offsets, net.acts, hyper, t, self.opt_code, self.work))
+        return int(net.engine.run_epochs(
+            x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
+            net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 Change the import, keep the code: the constructor parameters, fitted attributes,
 methods, warnings and verbose output are scikit-learn's (1.9), and for the same
 ``random_state`` in float64 the numbers are too. What differs is where the work
-happens: each epoch of ``sgd``/``adam`` is one call into the fused ``run_epoch`` kernel
+happens: each epoch of ``sgd``/``adam`` is one call into the fused ``run_epochs`` kernel
 (no Python per mini-batch), and ``lbfgs`` evaluates the loss and its gradient with the
 fused ``loss_grad`` kernel.
 
@@ -41,7 +41,6 @@ scikit-learn's numbers bit for bit):
 - ``save(path)`` and ``fastnn.load(path)``: model files without pickle (see ``save``).
 """
 
-import math
 import numbers
 import warnings
 
@@ -202,12 +201,6 @@ def _shuffled(sample_idx, random_state):
     perm = np.arange(sample_idx.shape[0])
     random_state.shuffle(perm)
     return sample_idx[perm]
-
-
-def _all_finite(a):
-    """``np.isfinite(a).all()``, without a temporary in the common case: a sum is
-    finite whenever every entry is (only an overflowing sum needs the full check)."""
-    return math.isfinite(a.sum()) or bool(np.isfinite(a).all())
 
 
 def _same_view(a, b):
@@ -468,13 +461,15 @@ class _BaseMLP(BaseEstimator):
         trainer = Trainer(net, batch_size, opt.code, state=(opt.m, opt.v))
         hyper = opt.hyper(dtype, self.alpha)
         sample_idx = np.arange(n_samples, dtype=np.int64)
-        # The state at the start of the running epoch: an epoch cut short by Ctrl-C, or
-        # one whose loss or weights became non-finite, is undone back to it. Copying it
-        # changes no number, so finite runs stay identical to scikit-learn's.
+        # The state at the start of the running epoch: an epoch cut short by Ctrl-C is
+        # undone back to it (the engine itself undoes one whose loss or weights became
+        # non-finite). Copying it changes no number, so finite runs stay identical to
+        # scikit-learn's.
         live = (net.theta, opt.m) + ((opt.v,) if opt.solver == "adam" else ())
         saved = self._snapshot_buffers(live)
         interrupted = False
         numba_engine = net.backend == "numba"
+        totals = np.empty(1, dtype=np.float64)
         self.n_iter_ = 0
         for _ in range(self.max_iter):
             for keep, arr in zip(saved, live):
@@ -485,15 +480,14 @@ class _BaseMLP(BaseEstimator):
                     sample_idx = _shuffled(sample_idx, random_state)
                 hyper[K.HYPER_LR] = opt.learning_rate
                 if numba_engine:
-                    total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper,
-                                          opt.steps)
+                    done = trainer.epochs(X_train, Y_train, sw_train, sample_idx[None], hyper,
+                                          opt.steps, totals)
                 else:  # a diverging epoch is reported below; the NumPy engine would warn
                     with np.errstate(over="ignore", invalid="ignore"):
-                        total = trainer.epoch(X_train, Y_train, sw_train, sample_idx, hyper,
-                                              opt.steps)
-                if not (math.isfinite(total) and _all_finite(net.theta)):
-                    for keep, arr in zip(saved, live):
-                        np.copyto(arr, keep)
+                        done = trainer.epochs(X_train, Y_train, sw_train, sample_idx[None],
+                                              hyper, opt.steps, totals)
+                total = float(totals[0])
+                if not done:  # the engine has already undone the epoch
                     what = ("" if not np.isfinite(total) else ", weights overflowed")
                     warnings.warn(
                         f"training diverged at epoch {self.n_iter_ + 1} (loss = "

@@ -5,7 +5,6 @@
 >>> history = model.fit(X, y, epochs=200, batch_size=16)   # doctest: +SKIP
 """
 
-import math
 import time
 import warnings
 
@@ -34,6 +33,12 @@ LOSSES = {
     "mean_squared_error": K.IDENTITY,
 }
 _CODE_NAMES = {K.SOFTMAX: "softmax", K.LOGISTIC: "sigmoid", K.IDENTITY: "linear"}
+
+# fit groups epochs into engine calls of about this many seconds: long enough that the
+# per-call Python work (shuffle, snapshot, bookkeeping) stops mattering for tiny nets,
+# short enough that Ctrl-C, which waits for the running call, still answers promptly.
+CALL_SECONDS = 0.02
+MAX_PER_CALL = 1000
 
 
 def _check_length(y, n_samples, name):
@@ -242,6 +247,13 @@ class Sequential:
         return make_hyper(self.dtype, lr=opt.learning_rate, momentum=opt.momentum,
                           gscale=gscale)
 
+    def _orders(self, n, count, shuffle):
+        """``count`` visiting orders of ``n`` samples, one per row: the same draws as
+        ``count`` successive ``rng.permutation(n)`` calls, in one call."""
+        rows = np.empty((count, n), dtype=np.int64)
+        rows[:] = np.arange(n)
+        return self._rng.permuted(rows, axis=1, out=rows) if shuffle else rows
+
     def _opt_code(self):
         opt = self.optimizer
         if isinstance(opt, _optimizers.Adam):
@@ -302,7 +314,6 @@ class Sequential:
         trainer = self._trainer
         hyper = self._hyper()
         sw = np.ones(n, dtype=self.dtype)
-        ordered = np.arange(n, dtype=np.int64)
         saved = [np.empty_like(a) for a in (net.theta, trainer.m, trainer.v)]
         live = (net.theta, trainer.m, trainer.v)
         history = History()
@@ -313,42 +324,56 @@ class Sequential:
                 history.history["val_accuracy"] = []
         steps = -(-n // batch_size)
         losses, seconds = history.history["loss"], history.seconds
-        for epoch in range(epochs):
-            start = time.perf_counter()
-            order = self._rng.permutation(n) if shuffle else ordered
+        # Epochs per engine call: one while per-epoch output is needed, else as many as
+        # fit in CALL_SECONDS once an epoch has been timed. The orders come from the same
+        # draws either way, so the weights do not depend on how epochs were grouped.
+        adaptive = val is None and not verbose
+        per_call = 1
+        totals = np.empty(epochs, dtype=np.float64)
+        epoch = 0
+        while epoch < epochs:
+            count = min(per_call, epochs - epoch)
+            rng_state = self._rng.bit_generator.state
             for keep, arr in zip(saved, live):
                 np.copyto(keep, arr)
+            start = time.perf_counter()
             try:
-                total = trainer.epoch(X, Y, sw, order, hyper, self._t)
+                orders = self._orders(n, count, shuffle)
+                done = trainer.epochs(X, Y, sw, orders, hyper, self._t, totals[:count])
             except KeyboardInterrupt:
-                for keep, arr in zip(saved, live):  # an epoch cut short is undone
-                    np.copyto(arr, keep)
-                raise
-            loss = total / n
-            if not (math.isfinite(loss) and np.isfinite(net.theta).all()):
+                # The call's epochs are undone, shuffles included: training on afterwards
+                # gives the numbers of a run that was never interrupted.
                 for keep, arr in zip(saved, live):
                     np.copyto(arr, keep)
+                self._rng.bit_generator.state = rng_state
+                raise
+            elapsed = (time.perf_counter() - start) / count
+            for e in range(done):
+                self._t += steps
+                seconds.append(elapsed)
+                losses.append(totals[e] / n)
+                history.epoch.append(epoch + e)
+            epoch += done
+            if done < count:
                 warnings.warn(
-                    f"training diverged at epoch {epoch + 1} (loss = {loss}); stopped and kept "
-                    "the weights of the last finite epoch. Lower the learning rate.",
-                    DivergenceWarning, stacklevel=3)
+                    f"training diverged at epoch {epoch + 1} (loss = {totals[done] / n}); "
+                    "stopped and kept the weights of the last finite epoch. Lower the "
+                    "learning rate.", DivergenceWarning, stacklevel=3)
                 break
-            self._t += steps
-            seconds.append(time.perf_counter() - start)
-            losses.append(loss)
-            history.epoch.append(epoch)
+            if adaptive:
+                per_call = max(1, min(int(CALL_SECONDS / max(elapsed, 1e-9)), MAX_PER_CALL))
             if val is not None:
                 metrics = self._evaluate_encoded(val[0], val[1], val[2])
                 history.history["val_loss"].append(metrics["loss"])
                 if "accuracy" in metrics:
                     history.history["val_accuracy"].append(metrics["accuracy"])
             if verbose:
-                line = f"Epoch {epoch + 1}/{epochs} - loss: {loss:.6f}"
+                line = f"Epoch {epoch}/{epochs} - loss: {losses[-1]:.6f}"
                 if val is not None:
                     line += f" - val_loss: {metrics['loss']:.6f}"
                     if "accuracy" in metrics:
                         line += f" - val_accuracy: {metrics['accuracy']:.4f}"
-                print(f"{line} - {1e3 * (time.perf_counter() - start):.3f} ms", flush=True)
+                print(f"{line} - {1e3 * elapsed:.3f} ms", flush=True)
         return history
 
     # --- inference ------------------------------------------------------------------

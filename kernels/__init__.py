@@ -39,7 +39,7 @@ _HOMES = {
         "sigmoid_backward", "tanh_backward",
     ],
     "dense": ["BLAS_MIN_WORK", "dense_forward", "dense_backward", "dense_backward_input"],
-    "epoch": ["all_finite", "loss_grad", "predict_forward", "run_epoch", "workspace_size"],
+    "epoch": ["all_finite", "loss_grad", "predict_forward", "run_epochs", "workspace_size"],
     "loss": [
         "softmax_xent_grad", "sigmoid_bce_grad", "mse_grad", "exp_poisson_grad", "xent_loss",
         "bce_loss", "mse_loss", "poisson_loss",

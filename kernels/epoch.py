@@ -136,9 +136,27 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, grad
     return loss / sw_sum + l2 / sw_sum
 
 
+@inline
+def _n_params(sizes):
+    count = 0
+    for layer in range(sizes.shape[0] - 1):
+        count += (sizes[layer] + 1) * sizes[layer + 1]
+    return count
+
+
+@inline
+def _finite_1d(a):
+    # Element by element, like all_finite: an accumulated sum of (v - v) would be folded
+    # away under the reassoc flag.
+    for p in range(a.shape[0]):
+        if a[p] - a[p] != 0:
+            return False
+    return True
+
+
 @kernel
 def workspace_size(sizes, rows):
-    """Length of the ``work`` buffer that :func:`run_epoch` and :func:`loss_grad` need.
+    """Length of the ``work`` buffer that :func:`run_epochs` and :func:`loss_grad` need.
 
     Parameters
     ----------
@@ -152,8 +170,10 @@ def workspace_size(sizes, rows):
         total += sizes[layer]
         if sizes[layer] > widest:
             widest = sizes[layer]
-    # activations + output z + two delta buffers + gathered x, y and sample weights
-    return rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+    # activations + output z + two delta buffers + gathered x, y and sample weights, per
+    # row; then the start-of-epoch copy of theta, m and v that a diverging epoch restores
+    return (rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+            + 3 * _n_params(sizes))
 
 
 @kernel
@@ -183,19 +203,23 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
 
 
 @kernel
-def run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper,
-              t, opt, work):
-    """One training epoch: every mini-batch's forward, loss, backward and update.
+def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper,
+               t, opt, work, totals):
+    """Training epochs, one per row of ``orders``: every mini-batch's forward, loss,
+    backward and update, with Python entered neither between batches nor between epochs.
 
-    Batch ``k`` holds samples ``order[k * batch_size : (k + 1) * batch_size]``; the last
-    batch may be shorter. Python is not entered between batches.
+    Epoch ``e``'s batch ``k`` holds samples ``orders[e, k * batch_size : (k + 1) *
+    batch_size]``; the last batch may be shorter. An epoch whose loss or weights come out
+    NaN or infinite is undone: ``theta``, ``m`` and ``v`` go back to their values at its
+    start, and no later epoch runs.
 
     Parameters
     ----------
     x, y, sw : as in :func:`loss_grad`, for the whole training set.
-    order : ndarray of int64, shape (n_batch_samples,)
-        Sample indices in visiting order (a permutation, or ``arange`` for no shuffle).
-        Every entry must be in ``[0, n_samples)``; the API guarantees it.
+    orders : ndarray of int64, shape (n_epochs, n_batch_samples)
+        Sample indices in visiting order, one row per epoch (permutations, or ``arange``
+        rows for no shuffle). Every entry must be in ``[0, n_samples)``; the API
+        guarantees it.
     batch_size : int
     theta : ndarray of shape (n_params,)
         Updated in place.
@@ -206,16 +230,19 @@ def run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, sizes, offsets, ac
         first and second moments.
     sizes, offsets, acts, hyper : see the module docstring.
     t : int
-        Optimizer steps taken before this epoch (Adam's bias correction uses t + 1...).
+        Optimizer steps taken before the first epoch (Adam's bias correction uses t + 1...).
     opt : int
         ``OPT_SGD``, ``OPT_NESTEROV`` or ``OPT_ADAM``.
     work : ndarray of shape (workspace_size(sizes, batch_size),)
+    totals : ndarray of float64, shape (n_epochs,)
+        ``totals[e]``: epoch ``e``'s sum over batches of (batch mean loss x batch length),
+        as scikit-learn accumulates it; divide by ``n_batch_samples`` for the epoch loss.
 
     Returns
     -------
-    float
-        Sum over batches of (batch mean loss x batch length), as scikit-learn
-        accumulates it; divide by ``len(order)`` for the epoch loss.
+    int
+        The number of epochs completed with finite loss and weights: ``n_epochs``, or the
+        index of the epoch that diverged (its total is in ``totals`` all the same).
     """
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
@@ -231,32 +258,45 @@ def run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, sizes, offsets, ac
     x_pos = cap * core
     y_pos = x_pos + cap * n_in
     sw_pos = y_pos + cap * n_out
+    n_params = theta.shape[0]
+    saved = work[sw_pos + cap : sw_pos + cap + 3 * n_params]
     lr = hyper[HYPER_LR]
-    total = 0.0
-    n = order.shape[0]
-    for start in range(0, n, batch_size):
-        nb = min(batch_size, n - start)
-        xb = _view(work, x_pos, nb, n_in)
-        yb = _view(work, y_pos, nb, n_out)
-        swb = work[sw_pos : sw_pos + nb]
-        for r in range(nb):
-            src = order[start + r]
-            for k in range(n_in):
-                xb[r, k] = x[src, k]
-            for j in range(n_out):
-                yb[r, j] = y[src, j]
-            swb[r] = sw[src]
-        loss = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper, work, cap, grad)
-        total += loss * nb
-        t += 1
-        if opt == OPT_ADAM:
-            _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
-                  hyper[HYPER_EPSILON], t)
-        elif opt == OPT_NESTEROV:
-            _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
-        else:
-            _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
-    return total
+    n = orders.shape[1]
+    for epoch in range(orders.shape[0]):
+        saved[:n_params] = theta
+        saved[n_params : 2 * n_params] = m
+        saved[2 * n_params :] = v
+        total = 0.0
+        for start in range(0, n, batch_size):
+            nb = min(batch_size, n - start)
+            xb = _view(work, x_pos, nb, n_in)
+            yb = _view(work, y_pos, nb, n_out)
+            swb = work[sw_pos : sw_pos + nb]
+            for r in range(nb):
+                src = orders[epoch, start + r]
+                for k in range(n_in):
+                    xb[r, k] = x[src, k]
+                for j in range(n_out):
+                    yb[r, j] = y[src, j]
+                swb[r] = sw[src]
+            loss = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper, work, cap,
+                                  grad)
+            total += loss * nb
+            t += 1
+            if opt == OPT_ADAM:
+                _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
+                      hyper[HYPER_EPSILON], t)
+            elif opt == OPT_NESTEROV:
+                _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+            else:
+                _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+        totals[epoch] = total
+        if not (total - total == 0.0 and _finite_1d(theta)):
+            theta[:] = saved[:n_params]
+            m[:] = saved[n_params : 2 * n_params]
+            v[:] = saved[2 * n_params :]
+            return epoch
+    return orders.shape[0]
 
 
 @kernel

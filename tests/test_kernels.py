@@ -1,7 +1,7 @@
 """Every kernel in ``fastnn.kernels`` against its NumPy twin in ``fastnn.backends.numpy``.
 
 The small kernels write into their ``out`` arguments while their twins return values;
-the engine functions (``run_epoch``, ``loss_grad``, ``predict_forward``) share one
+the engine functions (``run_epochs``, ``loss_grad``, ``predict_forward``) share one
 signature, so the same call runs on both (``all_finite``'s twin is ``np.isfinite``).
 Then hand-checked cases: one Adam step, huge
 logits, a worked 2-2-2 training step, kernels called from another ``@numba.njit``
@@ -46,7 +46,7 @@ TESTED = {
     "softmax_xent_grad", "sigmoid_bce_grad", "mse_grad", "exp_poisson_grad",
     "xent_loss", "bce_loss", "mse_loss", "poisson_loss",
     "sgd_update", "nesterov_update", "adam_update",
-    "run_epoch", "loss_grad", "predict_forward", "workspace_size", "all_finite",
+    "run_epochs", "loss_grad", "predict_forward", "workspace_size", "all_finite",
 }
 
 
@@ -289,7 +289,7 @@ def test_adam_step_by_hand(dtype):
     assert np.all(np.abs(th1 - th0) > 100 * ulp)  # so the step check means something
 
 
-# --- the engine: run_epoch, loss_grad, predict_forward --------------------------------
+# --- the engine: run_epochs, loss_grad, predict_forward -------------------------------
 HIDDEN = {"relu": K.RELU, "logistic": K.LOGISTIC, "tanh": K.TANH, "identity": K.IDENTITY}
 OUTPUT = {"softmax": (K.SOFTMAX, 3), "logistic": (K.LOGISTIC, 2), "identity": (K.IDENTITY, 2),
           "exp": (K.EXP, 2)}
@@ -317,17 +317,16 @@ def _data(rng, n, net):
 
 
 def _train(engine, net, x, y, sw, orders, batch_size, hyper, opt):
-    """Run one epoch per entry of ``orders`` on a copy of ``net.theta``."""
+    """Run one epoch per row of ``orders``, in one engine call, on a copy of ``net.theta``."""
     theta = net.theta.copy()
     grad = np.empty_like(theta)
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     work = np.empty(int(engine.workspace_size(net.sizes, batch_size)), net.dtype)
-    totals, t = [], 0
-    for order in orders:
-        totals.append(engine.run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, net.sizes,
-                                       net.offsets, net.acts, hyper, t, opt, work))
-        t += -(-len(order) // batch_size)
-    return np.array(totals), theta, m, v
+    totals = np.empty(len(orders))
+    done = engine.run_epochs(x, y, sw, np.array(orders, np.int64), batch_size, theta, grad, m,
+                             v, net.sizes, net.offsets, net.acts, hyper, 0, opt, work, totals)
+    assert done == len(orders)
+    return totals, theta, m, v
 
 
 def _assert_engines_agree(net, x, y, sw, orders, batch_size, hyper, opt, tol):
@@ -343,7 +342,7 @@ def _assert_engines_agree(net, x, y, sw, orders, batch_size, hyper, opt, tol):
 @pytest.mark.parametrize("hidden", sorted(HIDDEN))
 @pytest.mark.parametrize("output", sorted(OUTPUT))
 @pytest.mark.parametrize("opt", sorted(OPTS))
-def test_run_epoch_matches_numpy(rng, dtype, hidden, output, opt):
+def test_run_epochs_matches_numpy(rng, dtype, hidden, output, opt):
     # two hidden layers (so deltas ping-pong), n = 37 with batch 8 (a short last batch),
     # non-uniform sample weights, L2 alpha > 0, momentum, two epochs (t carries over)
     code, n_out = OUTPUT[output]
@@ -357,7 +356,7 @@ def test_run_epoch_matches_numpy(rng, dtype, hidden, output, opt):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_size", [1, 8, 37, 50])
 @pytest.mark.parametrize("opt", sorted(OPTS))
-def test_run_epoch_batch_sizes(rng, dtype, batch_size, opt):
+def test_run_epochs_batch_sizes(rng, dtype, batch_size, opt):
     # Mixed hidden activations. The first layer's products (up to 37 * 64 * 32) are above
     # BLAS_MIN_WORK, the output layer's (down to 1 * 16 * 10) below it.
     assert 37 * 64 * 32 >= K.BLAS_MIN_WORK > 16 * 10
@@ -368,7 +367,7 @@ def test_run_epoch_batch_sizes(rng, dtype, batch_size, opt):
     _assert_engines_agree(net, x, y, sw, orders, batch_size, hyper, OPTS[opt], TOL[dtype])
 
 
-def test_run_epoch_returns_batch_mean_losses_times_lengths(rng):
+def test_run_epochs_returns_batch_mean_losses_times_lengths(rng):
     # total = sum over batches of (mean batch loss * batch length), with lr = 0 so theta
     # stays put and each batch's loss can be recomputed by loss_grad.
     net = _net(rng, [5, 7, 3], [K.TANH, K.SOFTMAX], np.float64)
@@ -387,9 +386,58 @@ def test_run_epoch_returns_batch_mean_losses_times_lengths(rng):
 
 def test_workspace_size_by_hand():
     # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7),
-    # and the gathered batch: x (5), y (3) and sample weights (1), per row
+    # and the gathered batch: x (5), y (3) and sample weights (1), per row; then theta,
+    # m and v at the start of an epoch (111 parameters each)
     sizes = np.array([5, 7, 6, 3], np.int64)
-    assert K.workspace_size(sizes, 8) == 8 * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1)
+    n_params = 6 * 7 + 8 * 6 + 7 * 3
+    assert K.workspace_size(sizes, 8) == 8 * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1) + 3 * n_params
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+@pytest.mark.parametrize("opt", sorted(OPTS))
+def test_run_epochs_in_one_call_equals_one_call_per_epoch(rng, engine, opt):
+    # fit groups epochs into calls by timing; the numbers must not depend on the grouping
+    net = _net(rng, [5, 7, 6, 3], [K.RELU, K.TANH, K.SOFTMAX], np.float64)
+    x, y, sw = _data(rng, 37, net)
+    hyper = make_hyper(np.float64, lr=0.01, momentum=0.9, alpha=0.01)
+    orders = [rng.permutation(37) for _ in range(3)]
+    together = _train(engine, net, x, y, sw, orders, 8, hyper, OPTS[opt])
+    theta = net.theta.copy()
+    grad, m, v = np.empty_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+    work = np.empty(int(engine.workspace_size(net.sizes, 8)))
+    totals, t = np.empty(3), 0
+    for e, order in enumerate(orders):
+        assert engine.run_epochs(x, y, sw, order[None], 8, theta, grad, m, v, net.sizes,
+                                 net.offsets, net.acts, hyper, t, OPTS[opt], work,
+                                 totals[e : e + 1]) == 1
+        t += 5
+    for name, a, b in zip(["totals", "theta", "m", "v"], together, (totals, theta, m, v)):
+        assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+@pytest.mark.parametrize("opt", sorted(OPTS))
+def test_run_epochs_undoes_the_epoch_that_diverges(rng, engine, opt):
+    # Rows 20-39 hold inf (the API would refuse them): epoch 0 trains on the finite rows,
+    # epoch 1 turns the weights NaN (its loss may stay finite: the log is clipped).
+    # Epoch 1 must be undone and epoch 2 skipped.
+    net = _net(rng, [5, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
+    x, y, sw = _data(rng, 40, net)
+    x[20:] = np.inf
+    hyper = make_hyper(np.float64, lr=0.1, momentum=0.9)
+    orders = np.array([np.arange(20), np.arange(20, 40), np.arange(20)], np.int64)
+    theta = net.theta.copy()
+    grad, m, v = np.empty_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+    work = np.empty(int(engine.workspace_size(net.sizes, 10)))
+    totals = np.full(3, -1.0)
+    with np.errstate(all="ignore"):
+        done = engine.run_epochs(x, y, sw, orders, 10, theta, grad, m, v, net.sizes,
+                                 net.offsets, net.acts, hyper, 0, OPTS[opt], work, totals)
+    assert done == 1
+    assert np.isfinite(totals[0]) and totals[1] != -1.0 and totals[2] == -1.0
+    want = _train(engine, net, x, y, sw, orders[:1], 10, hyper, OPTS[opt])
+    for name, a, b in zip(["theta", "m", "v"], (theta, m, v), want[1:]):
+        assert_array_equal(a, b, err_msg=name)
 
 
 @pytest.mark.parametrize("batch_size", [1, 8, 37])
@@ -403,8 +451,9 @@ def test_engine_kernels_stay_inside_work(rng, batch_size):
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     size = int(K.workspace_size(net.sizes, batch_size))
     buf = np.full(size + 64, np.nan)
-    K.run_epoch(x, y, sw, rng.permutation(37), batch_size, theta, grad, m, v, net.sizes,
-                net.offsets, net.acts, hyper, 0, K.OPT_ADAM, buf[:size])
+    K.run_epochs(x, y, sw, np.array([rng.permutation(37)] * 2), batch_size, theta, grad, m, v,
+                 net.sizes, net.offsets, net.acts, hyper, 0, K.OPT_ADAM, buf[:size],
+                 np.empty(2))
     assert np.isnan(buf[size:]).all()
 
     size = int(K.workspace_size(net.sizes, 37))
@@ -605,9 +654,11 @@ def test_worked_step_2_2_2(engine):
 
     # one epoch of one sample = one SGD step
     m, v = np.zeros_like(net.theta), np.zeros_like(net.theta)
-    total = engine.run_epoch(x, y, sw, np.zeros(1, np.int64), 1, net.theta, grad, m, v,
-                             net.sizes, net.offsets, net.acts, hyper, 0, K.OPT_SGD, work)
-    assert_allclose(total, 0.12692801104297250, **exact)
+    totals = np.empty(1)
+    assert engine.run_epochs(x, y, sw, np.zeros((1, 1), np.int64), 1, net.theta, grad, m, v,
+                             net.sizes, net.offsets, net.acts, hyper, 0, K.OPT_SGD, work,
+                             totals) == 1
+    assert_allclose(totals[0], 0.12692801104297250, **exact)
     assert_allclose(w1, [[0.61920292202211756, -0.5], [0.48840584404423511, 0.5]], **exact)
     assert_allclose(b1, [0.21920292202211756, -0.6], **exact)
     assert_allclose(w2, [[1.0655616071121647, -1.0655616071121647], [0.5, -0.25]], **exact)

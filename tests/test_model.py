@@ -187,6 +187,34 @@ def test_fit_continues_training(iris):
         assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_fit_groups_epochs_into_calls_without_changing_the_numbers(iris, monkeypatch, backend):
+    # A silent fit runs many epochs per engine call; validation data forces one per call.
+    # Same seed, same draws: the weights and the loss curve must be identical.
+    from fastnn._network import Trainer
+
+    Xtr, ytr, Xte, yte = iris
+    real_epochs = Trainer.epochs
+    calls = []
+
+    def counting(self, x, y, sw, orders, *args):
+        calls.append(len(orders))
+        return real_epochs(self, x, y, sw, orders, *args)
+
+    monkeypatch.setattr(Trainer, "epochs", counting)
+    grouped, single = iris_model(backend=backend), iris_model(backend=backend)
+    h_grouped = grouped.fit(Xtr, ytr, epochs=30, batch_size=16)
+    assert sum(calls) == 30 and len(calls) < 30
+    calls.clear()
+    h_single = single.fit(Xtr, ytr, epochs=30, batch_size=16, validation_data=(Xte, yte))
+    assert calls == [1] * 30
+    for a, b in zip(grouped.get_weights(), single.get_weights()):
+        assert_array_equal(a, b)
+    assert h_grouped["loss"] == h_single["loss"]
+    assert h_grouped.epoch == h_single.epoch == list(range(30))
+    assert len(h_grouped.seconds) == 30 and min(h_grouped.seconds) > 0
+
+
 def test_get_set_weights_round_trip(fitted, iris):
     weights = fitted.get_weights()
     assert [w.shape for w in weights] == [(4, 16), (16,), (16, 16), (16,), (16, 3), (3,)]
@@ -387,7 +415,7 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
 
     spent = fastnn.warmup()
     assert set(spent) == {"float64", "float32"} and all(s > 0 for s in spent.values())
-    for kernel in (K.run_epoch, K.loss_grad, K.predict_forward, K.all_finite, K.xent_loss,
+    for kernel in (K.run_epochs, K.loss_grad, K.predict_forward, K.all_finite, K.xent_loss,
                    K.bce_loss, K.mse_loss):
         dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
@@ -399,13 +427,13 @@ def test_n_threads_limits_blas_inside_fit_and_keeps_the_numbers(iris, monkeypatc
     from fastnn._network import Trainer
 
     seen = []
-    real_epoch = Trainer.epoch
+    real_epochs = Trainer.epochs
 
     def recording(self, *args):
         seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
-        return real_epoch(self, *args)
+        return real_epochs(self, *args)
 
-    monkeypatch.setattr(Trainer, "epoch", recording)
+    monkeypatch.setattr(Trainer, "epochs", recording)
     Xtr, ytr, Xte, _ = iris
     limited, free = iris_model(n_threads=1), iris_model()
     limited.fit(Xtr, ytr, epochs=3)

@@ -6,10 +6,10 @@ from fastnn.kernels import (
     loss_grad,
     mse_loss,
     predict_forward,
-    run_epoch,
+    run_epochs,
     workspace_size,
     xent_loss,
 )
 
-__all__ = ["bce_loss", "loss_grad", "mse_loss", "predict_forward", "run_epoch",
+__all__ = ["bce_loss", "loss_grad", "mse_loss", "predict_forward", "run_epochs",
            "workspace_size", "xent_loss"]

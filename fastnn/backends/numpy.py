@@ -2,7 +2,7 @@
 
 The small functions are the note's formulas one by one, named like their kernels in
 ``fastnn.kernels`` and returning their result instead of writing into ``out``. The
-engine functions at the bottom (``run_epoch``, ``loss_grad``, ``predict_forward``,
+engine functions at the bottom (``run_epochs``, ``loss_grad``, ``predict_forward``,
 ``workspace_size``) take exactly the kernels' arguments, so a model switches engines by
 switching modules. Samples are rows: the note's ``W X^T + b`` is ``x @ w + b`` here.
 """
@@ -33,7 +33,7 @@ __all__ = [
     "exp_forward", "exp_poisson_grad", "identity_backward", "identity_forward",
     "log_softmax_forward", "loss_grad", "mse_grad", "poisson_loss",
     "mse_loss", "nesterov_update", "predict_forward", "relu_backward", "relu_forward",
-    "run_epoch", "sgd_update", "sigmoid_backward", "sigmoid_bce_grad", "sigmoid_forward",
+    "run_epochs", "sgd_update", "sigmoid_backward", "sigmoid_bce_grad", "sigmoid_forward",
     "softmax_forward", "softmax_xent_grad", "tanh_backward", "tanh_forward",
     "workspace_size", "xent_loss",
 ]
@@ -248,24 +248,34 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
     return loss / sw_sum + l2 / sw_sum
 
 
-def run_epoch(x, y, sw, order, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper,
-              t, opt, work):
-    """One epoch of mini-batch training; a Python loop over batches, vectorized inside."""
-    total = 0.0
+def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper,
+               t, opt, work, totals):
+    """Epochs of mini-batch training, one per row of ``orders``; a Python loop over
+    batches, vectorized inside. An epoch that leaves the loss or the weights non-finite
+    is undone and ends the run; returns the number of epochs completed."""
     lr = float(hyper[HYPER_LR])
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        loss = loss_grad(x[idx], y[idx], sw[idx], theta, sizes, offsets, acts, hyper, None, grad)
-        total += loss * len(idx)
-        t += 1
-        if opt == OPT_ADAM:
-            adam_update(theta, grad, m, v, lr, float(hyper[HYPER_BETA_1]),
-                        float(hyper[HYPER_BETA_2]), float(hyper[HYPER_EPSILON]), t)
-        elif opt == OPT_NESTEROV:
-            nesterov_update(theta, grad, m, lr, float(hyper[HYPER_MOMENTUM]))
-        else:
-            sgd_update(theta, grad, m, lr, float(hyper[HYPER_MOMENTUM]))
-    return total
+    for epoch, order in enumerate(orders):
+        saved = (theta.copy(), m.copy(), v.copy())
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            loss = loss_grad(x[idx], y[idx], sw[idx], theta, sizes, offsets, acts, hyper, None,
+                             grad)
+            total += loss * len(idx)
+            t += 1
+            if opt == OPT_ADAM:
+                adam_update(theta, grad, m, v, lr, float(hyper[HYPER_BETA_1]),
+                            float(hyper[HYPER_BETA_2]), float(hyper[HYPER_EPSILON]), t)
+            elif opt == OPT_NESTEROV:
+                nesterov_update(theta, grad, m, lr, float(hyper[HYPER_MOMENTUM]))
+            else:
+                sgd_update(theta, grad, m, lr, float(hyper[HYPER_MOMENTUM]))
+        totals[epoch] = total
+        if not (np.isfinite(total) and np.isfinite(theta).all()):
+            for live, copy in zip((theta, m, v), saved):
+                live[...] = copy
+            return epoch
+    return len(orders)
 
 
 def predict_forward(x, theta, sizes, offsets, acts, work, out):
