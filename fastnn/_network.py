@@ -25,6 +25,17 @@ ACTIVATION_CODES = {
 # Rows per block when predicting: bounds the scratch of predict_forward.
 PREDICT_BLOCK = 1024
 
+# Training groups epochs into engine calls of about this many seconds: long enough that
+# the per-call Python work (shuffle, snapshot, bookkeeping) stops mattering for tiny
+# nets, short enough that Ctrl-C, which waits for the running call, still answers promptly.
+CALL_SECONDS = 0.02
+MAX_EPOCHS_PER_CALL = 1000
+
+
+def epochs_per_call(seconds_per_epoch):
+    """How many epochs of ``seconds_per_epoch`` to run in the next engine call."""
+    return max(1, min(int(CALL_SECONDS / max(seconds_per_epoch, 1e-9)), MAX_EPOCHS_PER_CALL))
+
 
 def layout(sizes):
     """Offsets of each layer's ``w`` then each layer's ``b`` in the flat buffer."""

@@ -17,6 +17,7 @@ from fastnn._network import (
     Network,
     Trainer,
     blas_threads,
+    epochs_per_call,
     make_hyper,
     output_loss,
 )
@@ -33,12 +34,6 @@ LOSSES = {
     "mean_squared_error": K.IDENTITY,
 }
 _CODE_NAMES = {K.SOFTMAX: "softmax", K.LOGISTIC: "sigmoid", K.IDENTITY: "linear"}
-
-# fit groups epochs into engine calls of about this many seconds: long enough that the
-# per-call Python work (shuffle, snapshot, bookkeeping) stops mattering for tiny nets,
-# short enough that Ctrl-C, which waits for the running call, still answers promptly.
-CALL_SECONDS = 0.02
-MAX_PER_CALL = 1000
 
 
 def _check_length(y, n_samples, name):
@@ -361,7 +356,7 @@ class Sequential:
                     "learning rate.", DivergenceWarning, stacklevel=3)
                 break
             if adaptive:
-                per_call = max(1, min(int(CALL_SECONDS / max(elapsed, 1e-9)), MAX_PER_CALL))
+                per_call = epochs_per_call(elapsed)
             if val is not None:
                 metrics = self._evaluate_encoded(val[0], val[1], val[2])
                 history.history["val_loss"].append(metrics["loss"])

@@ -451,19 +451,23 @@ def test_lbfgs_non_finite_loss_keeps_finite_weights():
 
 # --- Ctrl-C ------------------------------------------------------------------------------
 def _interrupt_epoch(monkeypatch, at_call):
+    """Make engine call ``at_call`` do some damage, then raise KeyboardInterrupt.
+
+    Returns the real ``Trainer.epochs`` and the list of epochs each call was asked for.
+    """
     real = Trainer.epochs
     calls = []
 
-    def interrupted(self, *args):
-        calls.append(1)
+    def interrupted(self, x, y, sw, orders, *args):
+        calls.append(len(orders))
         if len(calls) == at_call:  # half an epoch's damage, then Ctrl-C
             self.net.theta[:5] += 1.0
             self.m[:5] = 7.0
             raise KeyboardInterrupt
-        return real(self, *args)
+        return real(self, x, y, sw, orders, *args)
 
     monkeypatch.setattr(Trainer, "epochs", interrupted)
-    return real
+    return real, calls
 
 
 def _same_run(a, b):
@@ -478,19 +482,24 @@ def _same_run(a, b):
 @pytest.mark.parametrize("kind,kw", [("C", {}), ("R", {"solver": "sgd"}),
                                      ("C", {"early_stopping": True}),
                                      ("R", {"solver": "sgd", "learning_rate": "invscaling"})])
-def test_keyboard_interrupt_keeps_the_last_completed_epoch(monkeypatch, backend, kind, kw):
+def test_keyboard_interrupt_keeps_the_epochs_of_completed_calls(monkeypatch, backend, kind,
+                                                                 kw):
     y = Y if kind == "C" else YR
     params = dict(hidden_layer_sizes=(6,), random_state=0, backend=backend,
                   learning_rate_init=0.01, **kw)
-    ref = FAST[kind](max_iter=2, **params)
-    with pytest.warns(ConvergenceWarning):
-        ref.fit(X, y)
     est = FAST[kind](max_iter=50, **params)
-    real = _interrupt_epoch(monkeypatch, 3)
+    real, calls = _interrupt_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         est.fit(X, y)
-    _same_run(est, ref)
+    completed = sum(calls[:2])  # epochs of the two calls before the interrupted one
+    # epochs are grouped into calls unless early stopping or invscaling need Python
+    grouped = not kw.get("early_stopping") and kw.get("learning_rate") != "invscaling"
+    assert (completed > 2) == grouped
     monkeypatch.setattr(Trainer, "epochs", real)
+    ref = FAST[kind](max_iter=completed, **params)
+    with pytest.warns(ConvergenceWarning):
+        ref.fit(X, y)
+    _same_run(est, ref)
     assert np.isfinite(est.predict(X)).all()
     if not kw.get("early_stopping"):  # and it trains on from there, optimizer state intact
         est.partial_fit(X, y)
@@ -499,22 +508,35 @@ def test_keyboard_interrupt_keeps_the_last_completed_epoch(monkeypatch, backend,
 
 
 def test_keyboard_interrupt_outside_the_epoch_kernel(monkeypatch):
-    ref = MLPClassifier(max_iter=2, hidden_layer_sizes=(5,), random_state=0)
-    with pytest.warns(ConvergenceWarning):
-        ref.fit(X, Y)
+    # Ctrl-C in the bookkeeping of the 3rd epoch: that is the 2nd epoch of the second
+    # engine call (the first runs one epoch, the second several). The whole second call
+    # is undone, bookkeeping included.
+    real_epochs = Trainer.epochs
+    epochs_asked = []
+
+    def counting(self, x, y, sw, orders, *args):
+        epochs_asked.append(len(orders))
+        return real_epochs(self, x, y, sw, orders, *args)
+
     real = MLPClassifier._update_no_improvement_count
     calls = []
 
     def interrupted(self, *args):
         calls.append(1)
-        if len(calls) == 3:  # after the epoch ran and its loss was recorded
+        if len(calls) == 3:  # after the epochs ran and two losses were recorded
             raise KeyboardInterrupt
         return real(self, *args)
 
+    monkeypatch.setattr(Trainer, "epochs", counting)
     monkeypatch.setattr(MLPClassifier, "_update_no_improvement_count", interrupted)
     est = MLPClassifier(max_iter=50, hidden_layer_sizes=(5,), random_state=0)
     with pytest.raises(KeyboardInterrupt):
         est.fit(X, Y)
+    assert epochs_asked[0] == 1 and epochs_asked[1] > 2
+    monkeypatch.setattr(MLPClassifier, "_update_no_improvement_count", real)
+    ref = MLPClassifier(max_iter=1, hidden_layer_sizes=(5,), random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        ref.fit(X, Y)
     _same_run(est, ref)
     assert est._optimizer.steps == ref._optimizer.steps
 

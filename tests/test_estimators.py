@@ -493,3 +493,22 @@ def test_parameter_validation_messages():
 ])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# --- the label encoding's fast path --------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.int8])
+@pytest.mark.parametrize("labels", [[3, 1, 3, 3], [2, 0, 1, 2, 5], [7, 7, 7]])
+def test_integer_label_encoding_matches_label_binarizer(dtype, labels):
+    from sklearn.preprocessing import LabelBinarizer
+
+    from fastnn.estimators import _binarize, _fit_label_binarizer
+
+    y = np.array(labels, dtype=dtype)
+    ours, theirs = _fit_label_binarizer(y), LabelBinarizer().fit(y)
+    assert ours.y_type_ == theirs.y_type_ and ours.sparse_input_ == theirs.sparse_input_
+    assert ours.classes_.dtype == theirs.classes_.dtype
+    assert_array_equal(ours.classes_, theirs.classes_)
+    for part in (y, y[:2], y[::-1]):  # subsets too, as partial_fit batches see them
+        got, want = _binarize(ours, part), theirs.transform(part).astype(bool)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert_array_equal(got, want)
