@@ -263,9 +263,12 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     lr = hyper[HYPER_LR]
     n = orders.shape[1]
     for epoch in range(orders.shape[0]):
-        saved[:n_params] = theta
-        saved[n_params : 2 * n_params] = m
-        saved[2 * n_params :] = v
+        # Element loops, not slice assignment: that one compiles numba's shape-mismatch
+        # error path (string formatting), seconds of cold compile.
+        for p in range(n_params):
+            saved[p] = theta[p]
+            saved[n_params + p] = m[p]
+            saved[2 * n_params + p] = v[p]
         total = 0.0
         for start in range(0, n, batch_size):
             nb = min(batch_size, n - start)
@@ -292,9 +295,10 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
                 _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
         totals[epoch] = total
         if not (total - total == 0.0 and _finite_1d(theta)):
-            theta[:] = saved[:n_params]
-            m[:] = saved[n_params : 2 * n_params]
-            v[:] = saved[2 * n_params :]
+            for p in range(n_params):
+                theta[p] = saved[p]
+                m[p] = saved[n_params + p]
+                v[p] = saved[2 * n_params + p]
             return epoch
     return orders.shape[0]
 
