@@ -33,9 +33,13 @@ scikit-learn's numbers bit for bit):
   weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
   "Solver produced non-finite parameter weights", leaving them in place). L-BFGS keeps
   its last accepted iterate with a finite loss.
-- ``KeyboardInterrupt`` during ``fit``/``partial_fit``: the interrupted epoch (weights,
-  optimizer state and bookkeeping) is undone, early stopping restores its best weights
-  as usual, and the interrupt is re-raised (scikit-learn warns and returns).
+- ``KeyboardInterrupt`` during ``fit``/``partial_fit``: the epochs of the interrupted
+  engine call (weights, optimizer state and bookkeeping) are undone, early stopping
+  restores its best weights as usual, and the interrupt is re-raised (scikit-learn warns
+  and returns). Epochs run several per call (about 20 ms of work, see
+  ``fastnn._network.CALL_SECONDS``) where nothing happens between them in Python: no
+  early stopping, verbose output or invscaling rate, and never past the epoch where the
+  no-improvement rule could first fire, so the numbers stay scikit-learn's.
 - ``predict``/``predict_proba`` raise ``ValueError`` when the output overflows to a
   non-finite value (scikit-learn returns NaN, or an arbitrary class).
 - ``save(path)`` and ``fastnn.load(path)``: model files without pickle (see ``save``).

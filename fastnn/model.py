@@ -82,7 +82,9 @@ class History:
     def __init__(self):
         self.history = {"loss": []}
         self.epoch = []
-        self.seconds = []  # wall time of each epoch (validation excluded)
+        # wall time of each epoch, validation excluded; epochs that ran in one engine call
+        # share its time evenly
+        self.seconds = []
 
     def __getitem__(self, key):
         return self.history[key]
@@ -274,6 +276,11 @@ class Sequential:
             Visit samples in a new random order each epoch (from ``seed``).
         verbose : int
             1 prints one line per epoch.
+
+        Without validation data or verbose output, epochs run several per engine call
+        (about 20 ms of work each); the numbers do not depend on that grouping. Ctrl-C
+        undoes the epochs of the running call, shuffles included, and re-raises; a
+        diverging epoch is undone and stops training with a ``DivergenceWarning``.
 
         Returns
         -------
