@@ -13,7 +13,12 @@ import time
 import numba
 import numpy as np
 
-from fastnn.kernels.dense import BLAS_MIN_WORK, _grad_input_loops, _matmul_bias
+from fastnn.kernels.dense import (
+    BLAS_MIN_WORK,
+    LOOPS_MIN_DOT,
+    _grad_input_loops,
+    _matmul_bias,
+)
 
 # The hand loops the kernels used for x @ w + b and x.T @ delta before this measurement
 # moved both products to BLAS; kept here so the comparison can be rerun.
@@ -118,11 +123,12 @@ def _ns(fn, *args, work):
 def main(dtype_name="float64"):
     dtype = np.dtype(dtype_name).type
     rng = np.random.default_rng(0)
-    shapes = [(16, 4, 16), (16, 16, 16), (16, 16, 3), (32, 16, 32), (32, 32, 32), (16, 64, 32),
+    shapes = [(16, 4, 16), (16, 16, 16), (16, 16, 3), (32, 16, 3), (150, 16, 3), (64, 8, 8),
+              (128, 4, 10), (32, 16, 32), (32, 32, 32), (16, 64, 32),
               (32, 64, 10), (32, 64, 32), (32, 64, 64), (32, 64, 128), (32, 128, 64),
               (128, 784, 512)]
-    print(f"{dtype_name}; BLAS_MIN_WORK = {BLAS_MIN_WORK}; ns per product (median of 5), "
-          "loops / blas")
+    print(f"{dtype_name}; BLAS_MIN_WORK = {BLAS_MIN_WORK}, LOOPS_MIN_DOT = {LOOPS_MIN_DOT}; "
+          "ns per product (median of 5), loops / blas")
     print(f"{'n x n_in x n_out':>18} {'work':>9} {'forward':>19} {'x.T @ delta':>19} "
           f"{'delta @ w.T':>19}")
     for n, n_in, n_out in shapes:

@@ -8,8 +8,12 @@ from ._jit import inline, kernel
 # small-matrix kernels beat our hand loops at every size we measured, even 16x4x16
 # (155 ns vs 297 ns; `python benchmarks/matmul_threshold.py`, which keeps the loop
 # versions it compares against). delta @ w.T is the exception: its hand loops win below
-# this many multiply-adds (16x16x16: 381 ns loops vs 460 ns BLAS).
+# BLAS_MIN_WORK multiply-adds (16x16x16: 381 ns loops vs 460 ns BLAS), as long as the
+# dot products they run along n_out are LOOPS_MIN_DOT long. Shorter ones (iris' output
+# layer, n_out = 3) lose from 32 rows on (150x16x3: 2101 ns loops, 1184 ns BLAS) and tie
+# below that.
 BLAS_MIN_WORK = 8192
+LOOPS_MIN_DOT = 8
 
 
 @inline
@@ -41,10 +45,11 @@ def _grad_params(x, delta, w, alpha, denom, grad_w, grad_b):
 @inline
 def _grad_input(delta, w, out):
     # out = delta @ w.T
-    if delta.shape[0] * delta.shape[1] * w.shape[0] >= BLAS_MIN_WORK:
-        np.dot(delta, w.T, out)
-    else:
+    work = delta.shape[0] * delta.shape[1] * w.shape[0]
+    if work < BLAS_MIN_WORK and delta.shape[1] >= LOOPS_MIN_DOT:
         _grad_input_loops(delta, w, out)
+    else:
+        np.dot(delta, w.T, out)
 
 
 @inline

@@ -18,15 +18,18 @@ from hypothesis.extra.numpy import arrays
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastnn import kernels as K
+from fastnn.kernels import dense
 from fastnn._network import Network, layout, make_hyper
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels: a product of n * n_in * n_out multiply-adds
 # below BLAS_MIN_WORK may run hand loops (in rows of four plus a remainder), at or above
-# it goes to np.dot. Two shapes follow the threshold: just below it and exactly on it.
+# it goes to np.dot. Two shapes follow the threshold: just below it and exactly on it;
+# the last is below it with dot products too short for the loops (n_out = 3): BLAS.
 _T = K.BLAS_MIN_WORK
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, (_T - 1) // 40, 8), (1, -(-_T // 32), 32),
-          (128, 784, 32)]
+          (128, 784, 32), (150, 16, 3)]
+assert _T > 150 * 16 * 3 and 3 < dense.LOOPS_MIN_DOT <= 8
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
