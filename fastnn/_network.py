@@ -73,6 +73,9 @@ class Network:
         self.engine = get_backend(backend)
         self.offsets, n_params = layout([int(s) for s in self.sizes])
         self.theta = np.zeros(n_params, dtype=dtype)
+        # Units per row of predict's scratch; kept: the NumPy sum costs 1.4 us, a quarter
+        # of a one-row predict.
+        self.hidden_units = int(self.sizes[1:-1].sum())
 
     @property
     def n_layers(self):
@@ -113,8 +116,8 @@ class Network:
     def predict(self, x):
         """Output activation for each row of a validated ``x``."""
         out = np.empty((x.shape[0], int(self.sizes[-1])), dtype=self.dtype)
-        hidden = int(self.sizes[1:-1].sum())
-        work = np.empty(max(1, min(x.shape[0], PREDICT_BLOCK) * hidden), dtype=self.dtype)
+        work = np.empty(max(1, min(x.shape[0], PREDICT_BLOCK) * self.hidden_units),
+                        dtype=self.dtype)
         self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts, work,
                                     out)
         return out
@@ -151,7 +154,7 @@ class Predictor:
         self._dtype = np.dtype(net.dtype)
         self._n_in = int(net.sizes[0])
         self._n_out = int(net.sizes[-1])
-        self._hidden = int(net.sizes[1:-1].sum())
+        self._hidden = net.hidden_units
         self._max_rows = max_rows
         self._work = np.empty(max(1, max_rows * self._hidden), dtype=net.dtype)
         # The clean-input test, as one tuple comparison: C-contiguous rows of n_in items.

@@ -189,10 +189,8 @@ class _OptimizerState:
 def _finite_2d(a):
     """``np.isfinite(a).all()`` for a 2-D array; C-contiguous float arrays take the
     compiled check (0.3 us instead of ~1.5 us: most of a one-row predict's budget)."""
-    if a.flags.c_contiguous and a.dtype in (np.float32, np.float64):
-        from fastnn.kernels import all_finite
-
-        return all_finite(a)
+    if a.flags.c_contiguous and a.dtype.char in "fd":  # float32, float64
+        return K.all_finite(a)  # the package attribute: no per-call import statement
     return bool(np.isfinite(a).all())
 
 
