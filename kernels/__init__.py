@@ -38,7 +38,10 @@ _HOMES = {
         "softmax_forward", "log_softmax_forward", "identity_backward", "relu_backward",
         "sigmoid_backward", "tanh_backward",
     ],
-    "dense": ["BLAS_MIN_WORK", "dense_forward", "dense_backward", "dense_backward_input"],
+    "dense": [
+        "BLAS_MIN_WORK", "LOOPS_MIN_DOT", "dense_forward", "dense_backward",
+        "dense_backward_input",
+    ],
     "epoch": ["all_finite", "loss_grad", "predict_forward", "run_epochs", "workspace_size"],
     "loss": [
         "softmax_xent_grad", "sigmoid_bce_grad", "mse_grad", "exp_poisson_grad", "xent_loss",

@@ -146,8 +146,8 @@ def _n_params(sizes):
 
 @inline
 def _finite_1d(a):
-    # Element by element, like all_finite: an accumulated sum of (v - v) would be folded
-    # away under the reassoc flag.
+    # inf - inf and NaN - NaN are NaN, finite v - v is 0. Element by element: an
+    # accumulated sum of (v - v) would be folded away under the reassoc flag.
     for p in range(a.shape[0]):
         if a[p] - a[p] != 0:
             return False
@@ -342,8 +342,6 @@ def all_finite(x):
     allocates a boolean array and costs ~1.5 us even for one row).
     """
     for i in range(x.shape[0]):
-        for k in range(x.shape[1]):
-            v = x[i, k]
-            if v - v != 0:  # inf - inf and NaN - NaN are NaN; finite v - v is 0
-                return False
+        if not _finite_1d(x[i]):
+            return False
     return True

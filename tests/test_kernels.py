@@ -18,7 +18,6 @@ from hypothesis.extra.numpy import arrays
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastnn import kernels as K
-from fastnn.kernels import dense
 from fastnn._network import Network, layout, make_hyper
 from fastnn.backends import numpy as npb
 
@@ -29,7 +28,7 @@ from fastnn.backends import numpy as npb
 _T = K.BLAS_MIN_WORK
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, (_T - 1) // 40, 8), (1, -(-_T // 32), 32),
           (128, 784, 32), (150, 16, 3)]
-assert _T > 150 * 16 * 3 and 3 < dense.LOOPS_MIN_DOT <= 8
+assert _T > 150 * 16 * 3 and 3 < K.LOOPS_MIN_DOT <= 8
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
