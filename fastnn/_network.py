@@ -148,7 +148,7 @@ class Predictor:
     """
 
     def __init__(self, net, max_rows=1):
-        from fastnn.kernels import all_finite, predict_forward
+        from fastnn.kernels import predict_forward
 
         self._theta = net.theta.copy()
         self._dtype = np.dtype(net.dtype)
@@ -159,27 +159,24 @@ class Predictor:
         self._work = np.empty(max(1, max_rows * self._hidden), dtype=net.dtype)
         # The clean-input test, as one tuple comparison: C-contiguous rows of n_in items.
         self._row_strides = (self._n_in * self._dtype.itemsize, self._dtype.itemsize)
-        self._finite = all_finite if net.backend == "numba" else (
-            lambda a: bool(np.isfinite(a).all()))
         forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
         theta, sizes, offsets, acts = self._theta, net.sizes, net.offsets, net.acts
-        # Bound once: a call then costs the checks, one allocation and one dispatch.
+        # Bound once: a call then costs the type checks, one allocation and one dispatch
+        # (the kernel checks finiteness itself).
         self._run = lambda x, work, out: forward(x, theta, sizes, offsets, acts, work, out)
 
     def __call__(self, x):
         """Output activations for the rows of ``x``, shape (n_rows, n_outputs)."""
-        if (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
+        if not (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
                 and x.shape[1] == self._n_in and x.strides == self._row_strides
                 and x.shape[0] > 0):
-            if not self._finite(x):
-                check_finite(x, "X")  # raises, naming NaN or infinity
-        else:
             x = check_X(x, self._dtype.type, n_features=self._n_in)
         rows = x.shape[0]
         work = self._work if rows <= self._max_rows else np.empty(
             max(1, min(rows, PREDICT_BLOCK) * self._hidden), dtype=self._dtype)
         out = np.empty((rows, self._n_out), dtype=self._dtype)
-        self._run(x, work, out)
+        if not self._run(x, work, out):
+            check_finite(x, "X")  # raises, naming NaN or infinity
         return out
 
 

@@ -154,6 +154,14 @@ def _finite_1d(a):
     return True
 
 
+@inline
+def _finite_rows(x):
+    for i in range(x.shape[0]):
+        if not _finite_1d(x[i]):
+            return False
+    return True
+
+
 @kernel
 def workspace_size(sizes, rows):
     """Length of the ``work`` buffer that :func:`run_epochs` and :func:`loss_grad` need.
@@ -318,7 +326,15 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
         Scratch for the hidden activations of one block.
     out : ndarray of shape (n_samples, sizes[-1])
         Overwritten with the output activation.
+
+    Returns
+    -------
+    bool
+        False, with ``out`` untouched, when ``x`` holds a NaN or an infinity: the check
+        rides along in the call, so a one-row predictor pays one dispatch, not two.
     """
+    if not _finite_rows(x):
+        return False
     n_layers = sizes.shape[0] - 1
     hidden = 0
     for layer in range(1, n_layers):
@@ -332,6 +348,7 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
         z = out[start:stop]
         _forward(x[start:stop], theta, sizes, offsets, acts, work, cap, z)
         _activate(out_code, z, z)
+    return True
 
 
 @kernel
@@ -341,7 +358,4 @@ def all_finite(x):
     The compiled predictor's input check: one pass, no temporary (``np.isfinite(x).all()``
     allocates a boolean array and costs ~1.5 us even for one row).
     """
-    for i in range(x.shape[0]):
-        if not _finite_1d(x[i]):
-            return False
-    return True
+    return _finite_rows(x)

@@ -541,11 +541,28 @@ def test_predict_forward_matches_numpy(rng, dtype, arch, output, block_rows):
     x, _, _ = _data(rng, 37, net)
     n_hidden = int(net.sizes[1:-1].sum())
     out = np.full((37, n_out), np.nan, dtype)
-    K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
-                      np.empty(max(1, block_rows * n_hidden), dtype), out)
+    assert K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
+                             np.empty(max(1, block_rows * n_hidden), dtype), out) is True
     want = np.full_like(out, np.nan)
-    npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, None, want)
+    assert npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, None,
+                               want) is True
     assert_allclose(out, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("row", [0, 36])
+def test_predict_forward_refuses_non_finite_rows(rng, engine, bad, row):
+    # False before any work: out keeps what it held, whichever row is bad
+    net = _net(rng, [5, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
+    x, _, _ = _data(rng, 37, net)
+    x[row, 2] = bad
+    out = np.full((37, 3), 7.0)
+    with np.errstate(invalid="ignore"):  # as in test_all_finite_matches_numpy
+        done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
+                                      np.empty(37 * 7), out)
+    assert done is False
+    assert_array_equal(out, 7.0)
 
 
 # --- hand-checked cases ----------------------------------------------------------------

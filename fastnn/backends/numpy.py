@@ -279,6 +279,10 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
 
 
 def predict_forward(x, theta, sizes, offsets, acts, work, out):
-    """Network output for every row of ``x``, written into ``out``."""
+    """Network output for every row of ``x``, written into ``out``; False (and ``out``
+    untouched) when ``x`` is not all finite."""
+    if not np.isfinite(x).all():
+        return False
     _, z = _forward(x, theta, sizes, offsets, acts)
     out[...] = _FORWARD[int(acts[-1])](z)
+    return True
