@@ -114,12 +114,14 @@ class Network:
             b[...] = random_state.uniform(-bound, bound, fan_out)
 
     def predict(self, x):
-        """Output activation for each row of a validated ``x``."""
+        """Output activation for each row of ``x`` (C-contiguous, of the network's dtype);
+        None when ``x`` holds a NaN or an infinity."""
         out = np.empty((x.shape[0], int(self.sizes[-1])), dtype=self.dtype)
         work = np.empty(max(1, min(x.shape[0], PREDICT_BLOCK) * self.hidden_units),
                         dtype=self.dtype)
-        self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts, work,
-                                    out)
+        if not self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts,
+                                           work, out):
+            return None
         return out
 
     def loss_grad(self, x, y, sw, hyper, theta=None):

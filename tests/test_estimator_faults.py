@@ -97,6 +97,14 @@ SAME_AS_SKLEARN = {
                     ValueError, "Expected 2D array, got 1D array instead"),
     "predict NaN": ("R", SMALL, lambda e: e.fit(X, YR).predict(_with_nan(X)),
                     ValueError, "Input X contains NaN"),
+    # one plain row, the path that skips validate_data: the predict kernel finds the bad
+    # value, and scikit-learn's validation then names it
+    "predict_proba one row with inf": (
+        "C", SMALL, lambda e: e.fit(X, Y).predict_proba(_with_nan(X[:2], np.inf)[1:]),
+        ValueError, "Input X contains infinity"),
+    "predict one float32 row with NaN": (
+        "R", SMALL, lambda e: e.fit(X, YR).predict(_with_nan(X[:2])[1:].astype(np.float32)),
+        ValueError, "Input X contains NaN"),
     "predict zero rows": ("C", SMALL, lambda e: e.fit(X, Y).predict_proba(X[:0]),
                           ValueError, r"0 sample\(s\)"),
     "negative learning_rate_init": (
