@@ -68,8 +68,9 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
 
 
 @inline
-def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, grad):
-    # Mean loss of one batch (plus the L2 term) and its gradient into grad.
+def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale, grad):
+    # Mean loss of one batch (plus the L2 term) and its gradient into grad; with scale
+    # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw)).
     # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows.
     n_layers = sizes.shape[0] - 1
     nb = x.shape[0]
@@ -126,14 +127,14 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, grad
         else:
             a_pos -= cap * n_in
             a_in = _view(work, a_pos, nb, n_in)
-        _grad_params(a_in, delta, w, alpha_t, denom, grad_w, grad_b)
+        _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
             delta_in = _view(work, pong, nb, n_in)
             _grad_input(delta, w, delta_in)
             _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in
-    return loss / sw_sum + l2 / sw_sum
+    return loss / sw_sum + l2 / sw_sum, sw_sum
 
 
 @inline
@@ -207,7 +208,8 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
     -------
     float
     """
-    return _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, x.shape[0], grad)
+    return _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, x.shape[0], True,
+                          grad)[0]
 
 
 @kernel
@@ -269,6 +271,8 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     n_params = theta.shape[0]
     saved = work[sw_pos + cap : sw_pos + cap + 3 * n_params]
     lr = hyper[HYPER_LR]
+    alpha = hyper[HYPER_ALPHA]
+    n_weights = offsets[n_layers]  # all weights come first in theta, then all biases
     n = orders.shape[1]
     for epoch in range(orders.shape[0]):
         # Element loops, not slice assignment: that one compiles numba's shape-mismatch
@@ -290,17 +294,18 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
                 for j in range(n_out):
                     yb[r, j] = y[src, j]
                 swb[r] = sw[src]
-            loss = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper, work, cap,
-                                  grad)
+            # grad gets raw sums: the update step scales them as it streams theta
+            loss, sw_sum = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper,
+                                          work, cap, False, grad)
             total += loss * nb
             t += 1
             if opt == OPT_ADAM:
                 _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
-                      hyper[HYPER_EPSILON], t)
+                      hyper[HYPER_EPSILON], t, n_weights, alpha, sw_sum)
             elif opt == OPT_NESTEROV:
-                _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+                _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
             else:
-                _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM])
+                _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
         totals[epoch] = total
         if not (total - total == 0.0 and _finite_1d(theta)):
             for p in range(n_params):

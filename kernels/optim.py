@@ -6,27 +6,41 @@ from ._jit import inline, kernel
 
 
 @inline
-def _sgd(theta, grad, velocity, lr, momentum):
+def _batch_grad(grad, theta, p, n_weights, alpha, denom):
+    # The gradient from the raw sums that _grad_params(scale=False) leaves: weights first
+    # in theta, then biases; the same expression _grad_params(scale=True) evaluates.
+    if p < n_weights:
+        return (grad[p] + alpha * theta[p]) / denom
+    return grad[p] / denom
+
+
+@inline
+def _sgd(theta, grad, velocity, lr, momentum, n_weights, alpha, denom):
     mu = theta.dtype.type(momentum)
     eta = theta.dtype.type(lr)
+    a = theta.dtype.type(alpha)
+    d = theta.dtype.type(denom)
     for p in range(theta.shape[0]):
-        u = mu * velocity[p] - eta * grad[p]
+        u = mu * velocity[p] - eta * _batch_grad(grad, theta, p, n_weights, a, d)
         velocity[p] = u
         theta[p] += u
 
 
 @inline
-def _nesterov(theta, grad, velocity, lr, momentum):
+def _nesterov(theta, grad, velocity, lr, momentum, n_weights, alpha, denom):
     mu = theta.dtype.type(momentum)
     eta = theta.dtype.type(lr)
+    a = theta.dtype.type(alpha)
+    d = theta.dtype.type(denom)
     for p in range(theta.shape[0]):
-        u = mu * velocity[p] - eta * grad[p]
+        g = _batch_grad(grad, theta, p, n_weights, a, d)
+        u = mu * velocity[p] - eta * g
         velocity[p] = u
-        theta[p] += mu * u - eta * grad[p]
+        theta[p] += mu * u - eta * g
 
 
 @inline
-def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
+def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, denom):
     # Kingma & Ba's "efficient" form: the bias corrections fold into the step size.
     step = lr * np.sqrt(1.0 - beta_2 ** float(t)) / (1.0 - beta_1 ** float(t))
     b1 = theta.dtype.type(beta_1)
@@ -35,8 +49,10 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
     c2 = theta.dtype.type(1.0 - beta_2)
     neg_step = theta.dtype.type(-step)
     eps = theta.dtype.type(epsilon)
+    a = theta.dtype.type(alpha)
+    d = theta.dtype.type(denom)
     for p in range(theta.shape[0]):
-        g = grad[p]
+        g = _batch_grad(grad, theta, p, n_weights, a, d)
         mp = b1 * m[p] + c1 * g
         vp = b2 * v[p] + c2 * (g * g)
         m[p] = mp
@@ -57,7 +73,7 @@ def sgd_update(theta, grad, velocity, lr, momentum):
         ``theta`` and ``velocity`` are updated in place.
     lr, momentum : float
     """
-    _sgd(theta, grad, velocity, lr, momentum)
+    _sgd(theta, grad, velocity, lr, momentum, 0, 0.0, 1.0)
 
 
 @kernel
@@ -67,7 +83,7 @@ def nesterov_update(theta, grad, velocity, lr, momentum):
     ``velocity = momentum * velocity - lr * grad``;
     ``theta += momentum * velocity - lr * grad``.
     """
-    _nesterov(theta, grad, velocity, lr, momentum)
+    _nesterov(theta, grad, velocity, lr, momentum, 0, 0.0, 1.0)
 
 
 @kernel
@@ -89,4 +105,4 @@ def adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
     ----------
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
     """
-    _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t)
+    _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, 0, 0.0, 1.0)
