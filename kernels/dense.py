@@ -28,15 +28,11 @@ def _matmul_bias(x, w, b, out):
 def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # grad_w = (x.T @ delta + alpha * w) / denom ; grad_b = delta.sum(0) / denom; with
     # scale False only the sums: the epoch kernel's optimizer step applies the rest as
-    # it streams the parameters anyway (_optim._batch_grad), saving a pass over grad.
+    # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
     n, n_in = x.shape
     n_out = delta.shape[1]
     np.dot(x.T, delta, grad_w)
-    if scale and alpha == 0:  # no read of w
-        for k in range(n_in):
-            for j in range(n_out):
-                grad_w[k, j] /= denom
-    elif scale:
+    if scale:
         for k in range(n_in):
             for j in range(n_out):
                 grad_w[k, j] = (grad_w[k, j] + alpha * w[k, j]) / denom

@@ -360,7 +360,7 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
 def all_finite(x):
     """True when no element of the 2-D array ``x`` is NaN or infinite.
 
-    The compiled predictor's input check: one pass, no temporary (``np.isfinite(x).all()``
-    allocates a boolean array and costs ~1.5 us even for one row).
+    The estimators' check of a predict output: one pass, no temporary
+    (``np.isfinite(x).all()`` allocates a boolean array and costs ~1.5 us even for one row).
     """
     return _finite_rows(x)
