@@ -31,16 +31,11 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import inline, kernel
+from ._jit import borrowed, inline, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
-
-
-@inline
-def _view(buf, start, rows, cols):
-    return buf[start : start + rows * cols].reshape((rows, cols))
 
 
 @inline
@@ -54,12 +49,12 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
     for layer in range(n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
-        w = _view(theta, offsets[layer], n_in, n_out)
+        w = rows_view(theta, offsets[layer], n_in, n_out)
         b = theta[offsets[n_layers + layer] : offsets[n_layers + layer] + n_out]
         if layer == n_layers - 1:
             z = out
         else:
-            z = _view(work, pos, nb, n_out)
+            z = rows_view(work, pos, nb, n_out)
             pos += cap * n_out
         _matmul_bias(a_in, w, b, z)
         if layer < n_layers - 1:
@@ -82,12 +77,12 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
             hidden += sizes[layer]
         if sizes[layer] > widest:
             widest = sizes[layer]
-    z_out = _view(work, cap * hidden, nb, n_out)
+    z_out = rows_view(work, cap * hidden, nb, n_out)
     ping = cap * (hidden + n_out)
     pong = ping + cap * widest
     _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
 
-    delta = _view(work, ping, nb, n_out)
+    delta = rows_view(work, ping, nb, n_out)
     out_code = acts[n_layers - 1]
     if out_code == SOFTMAX:
         loss = _softmax_xent_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
@@ -118,18 +113,18 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     for layer in range(n_layers - 1, -1, -1):
         n_in = sizes[layer]
         width = sizes[layer + 1]
-        w = _view(theta, offsets[layer], n_in, width)
-        grad_w = _view(grad, offsets[layer], n_in, width)
+        w = rows_view(theta, offsets[layer], n_in, width)
+        grad_w = rows_view(grad, offsets[layer], n_in, width)
         b0 = offsets[n_layers + layer]
         grad_b = grad[b0 : b0 + width]
         if layer == 0:
             a_in = x
         else:
             a_pos -= cap * n_in
-            a_in = _view(work, a_pos, nb, n_in)
+            a_in = rows_view(work, a_pos, nb, n_in)
         _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
-            delta_in = _view(work, pong, nb, n_in)
+            delta_in = rows_view(work, pong, nb, n_in)
             _grad_input(delta, w, delta_in)
             _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
@@ -208,8 +203,9 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
     -------
     float
     """
-    return _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, x.shape[0], True,
-                          grad)[0]
+    return _loss_and_grad(borrowed(x), borrowed(y), borrowed(sw), borrowed(theta),
+                          borrowed(sizes), borrowed(offsets), borrowed(acts), borrowed(hyper),
+                          borrowed(work), x.shape[0], True, borrowed(grad))[0]
 
 
 @kernel
@@ -254,6 +250,11 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
         The number of epochs completed with finite loss and weights: ``n_epochs``, or the
         index of the epoch that diverged (its total is in ``totals`` all the same).
     """
+    x, y, sw, orders, theta, grad = (borrowed(x), borrowed(y), borrowed(sw), borrowed(orders),
+                                     borrowed(theta), borrowed(grad))
+    m, v, sizes, offsets, acts, hyper, work, totals = (
+        borrowed(m), borrowed(v), borrowed(sizes), borrowed(offsets), borrowed(acts),
+        borrowed(hyper), borrowed(work), borrowed(totals))
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
     n_out = sizes[n_layers]
@@ -284,8 +285,8 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
         total = 0.0
         for start in range(0, n, batch_size):
             nb = min(batch_size, n - start)
-            xb = _view(work, x_pos, nb, n_in)
-            yb = _view(work, y_pos, nb, n_out)
+            xb = rows_view(work, x_pos, nb, n_in)
+            yb = rows_view(work, y_pos, nb, n_out)
             swb = work[sw_pos : sw_pos + nb]
             for r in range(nb):
                 src = orders[epoch, start + r]
@@ -340,6 +341,9 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
     """
     if not _finite_rows(x):
         return False
+    x, theta, sizes, offsets, acts, work, out = (borrowed(x), borrowed(theta), borrowed(sizes),
+                                                 borrowed(offsets), borrowed(acts),
+                                                 borrowed(work), borrowed(out))
     n_layers = sizes.shape[0] - 1
     hidden = 0
     for layer in range(1, n_layers):

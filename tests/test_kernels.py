@@ -19,6 +19,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
+from fastnn.kernels._jit import borrowed, rows_view
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels: a product of n * n_in * n_out multiply-adds
@@ -750,3 +751,22 @@ def test_softmax_xent_grad_rows_sum_to_zero(dtype, data):
     loss = K.softmax_xent_grad(z, y, np.ones(z.shape[0], dtype), _eps(dtype), delta)
     assert np.isfinite(loss) and loss >= 0
     assert_allclose(delta.sum(axis=1), 0, rtol=0, atol=10 * z.shape[1] * np.finfo(dtype).eps)
+
+
+@numba.njit
+def _copy_rows_view(buf, start, rows, cols):
+    return rows_view(borrowed(buf), start, rows, cols).copy()
+
+
+def test_rows_view_is_the_reshaped_slice_and_bounds_checked():
+    # The epoch kernels' views carry no reference count (kernels/_jit.py); they must
+    # still be exactly the slice they stand for, and under NUMBA_BOUNDSCHECK=1 (the CI
+    # job that reruns this module) a view reaching past its buffer raises.
+    buf = np.arange(24.0)
+    assert_array_equal(_copy_rows_view(buf, 5, 3, 4), buf[5:17].reshape(3, 4))
+    assert_array_equal(_copy_rows_view(buf, 0, 4, 6), buf.reshape(4, 6))
+    if numba.config.BOUNDSCHECK:
+        with pytest.raises(IndexError, match="out of bounds"):
+            _copy_rows_view(buf, 13, 3, 4)
+        with pytest.raises(IndexError, match="out of bounds"):
+            _copy_rows_view(buf, -1, 1, 2)
