@@ -48,6 +48,7 @@ _HOMES = {
         "bce_loss", "mse_loss", "poisson_loss",
     ],
     "optim": ["sgd_update", "nesterov_update", "adam_update"],
+    "shuffle": ["shuffled_orders"],
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -205,6 +205,27 @@ def test_parity_blas_sized_layers():
     _assert_same_run(fa, sk, X)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("bit_generator", ["MT19937", "PCG64"])
+def test_parity_random_state_instance(bit_generator, backend):
+    """A ``RandomState`` passed in is drawn from exactly as scikit-learn draws from it and
+    left in the same state. The numba backend shuffles on MT19937 in a kernel; on any
+    other bit generator, and on the NumPy backend, through ``RandomState.shuffle``."""
+    X, y, _ = _task("multiclass-iris")
+
+    def generator():
+        return np.random.RandomState(getattr(np.random, bit_generator)(5))
+
+    theirs, ours = generator(), generator()
+    params = dict(hidden_layer_sizes=(8,), batch_size=16, max_iter=7, tol=0.0,
+                  n_iter_no_change=50)
+    sk = SkMLPClassifier(random_state=theirs, **params)
+    fa = MLPClassifier(random_state=ours, backend=backend, **params)
+    assert _fit_recording(fa, X, y) == _fit_recording(sk, X, y)
+    _assert_same_run(fa, sk, X)
+    assert_array_equal(ours.randint(0, 2**31, 700), theirs.randint(0, 2**31, 700))
+
+
 @pytest.mark.parametrize("task", ["multiclass-iris", "multiclass-digits"])
 def test_parity_default_parameters(task):
     """scikit-learn's defaults (100 hidden units, batch 200, 200 epochs, tol stop)."""

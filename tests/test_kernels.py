@@ -50,6 +50,7 @@ TESTED = {
     "xent_loss", "bce_loss", "mse_loss", "poisson_loss",
     "sgd_update", "nesterov_update", "adam_update",
     "run_epochs", "loss_grad", "predict_forward", "workspace_size", "all_finite",
+    "shuffled_orders",
 }
 
 
@@ -770,3 +771,30 @@ def test_rows_view_is_the_reshaped_slice_and_bounds_checked():
             _copy_rows_view(buf, 13, 3, 4)
         with pytest.raises(IndexError, match="out of bounds"):
             _copy_rows_view(buf, -1, 1, 2)
+
+
+# n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
+# draws start mid-state (after `skip` outputs), as they do in a running fit.
+@pytest.mark.parametrize("n, epochs, seed, skip", [
+    (1, 3, 0, 0), (2, 5, 1, 3), (150, 40, 0, 7), (624, 3, 9, 623), (700, 4, 2, 1000)])
+def test_shuffled_orders_draws_as_sklearn_shuffle(n, epochs, seed, skip):
+    from sklearn.utils import shuffle
+
+    theirs = np.random.RandomState(seed)
+    ours = np.random.RandomState(seed)
+    theirs.random_sample(skip)
+    ours.random_sample(skip)
+    sample_idx = np.arange(n, dtype=np.int64)[::-1].copy()
+    expected, idx = [], sample_idx
+    for _ in range(epochs):
+        idx = shuffle(idx, random_state=theirs)
+        expected.append(idx)
+    state = ours.get_state(legacy=False)
+    orders = np.full((epochs, n), -1, dtype=np.int64)
+    state["state"]["pos"] = K.shuffled_orders(state["state"]["key"], state["state"]["pos"],
+                                              sample_idx, orders)
+    ours.set_state(state)
+    assert_array_equal(orders, np.array(expected))
+    assert_array_equal(sample_idx, np.arange(n)[::-1])  # read only
+    # the generator is left exactly where scikit-learn's shuffles leave it
+    assert_array_equal(ours.randint(0, 2**31, 700), theirs.randint(0, 2**31, 700))

@@ -419,6 +419,7 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
                    K.bce_loss, K.mse_loss):
         dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
+    assert K.shuffled_orders.signatures
 
 
 def test_n_threads_limits_blas_inside_fit_and_keeps_the_numbers(iris, monkeypatch):
