@@ -1,10 +1,12 @@
-"""Where BLAS beats the hand loops: prints ns per product for both paths.
+"""Hand loops against BLAS for the three products of a dense layer: ns per product.
 
 ``python benchmarks/matmul_threshold.py`` times, inside compiled loops (no dispatch
-cost), each of the three products of a dense layer through the hand-written loops and
-through ``np.dot`` (BLAS), for batch x n_in x n_out shapes around ``BLAS_MIN_WORK``.
-The crossover it shows is what ``kernels/dense.py`` uses. Run it on a quiet machine:
-BLAS timings suffer most from a loaded one (its threads wait on each other).
+cost), each product through hand-written loops and through BLAS (the kernels' direct
+gemm calls), for batch x n_in x n_out shapes from iris' to W-large's. The kernels once
+sent small ``delta @ w.T`` products to the loops below 8192 multiply-adds; since the
+direct gemm calls (2026-12-01) BLAS wins there too (16x16x16: 700 ns vs 926 ns), so all
+three products go to BLAS. Run it on a quiet machine: BLAS timings suffer most from a
+loaded one (its threads wait on each other).
 """
 
 import sys
@@ -13,15 +15,11 @@ import time
 import numba
 import numpy as np
 
-from fastnn.kernels.dense import (
-    BLAS_MIN_WORK,
-    LOOPS_MIN_DOT,
-    _grad_input_loops,
-    _matmul_bias,
-)
+from fastnn.kernels._jit import dot_nt_into, dot_t_into
+from fastnn.kernels.dense import _matmul_bias
 
-# The hand loops the kernels used for x @ w + b and x.T @ delta before this measurement
-# moved both products to BLAS; kept here so the comparison can be rerun.
+# The hand loops the kernels used before this measurement moved each product to BLAS;
+# kept here so the comparison can be rerun.
 
 
 @numba.njit(fastmath=True, error_model="numpy")
@@ -73,6 +71,39 @@ def _xt_delta_loops(x, delta, grad_w):
         i += 1
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def _grad_input_loops(delta, w, out):
+    # out = delta @ w.T
+    n, n_out = delta.shape
+    n_in = w.shape[0]
+    zero = out.dtype.type(0)
+    i = 0
+    while i + 4 <= n:  # four independent dot products share each w[k, j] load
+        for k in range(n_in):
+            a0 = zero
+            a1 = zero
+            a2 = zero
+            a3 = zero
+            for j in range(n_out):
+                wkj = w[k, j]
+                a0 += delta[i, j] * wkj
+                a1 += delta[i + 1, j] * wkj
+                a2 += delta[i + 2, j] * wkj
+                a3 += delta[i + 3, j] * wkj
+            out[i, k] = a0
+            out[i + 1, k] = a1
+            out[i + 2, k] = a2
+            out[i + 3, k] = a3
+        i += 4
+    while i < n:
+        for k in range(n_in):
+            acc = zero
+            for j in range(n_out):
+                acc += delta[i, j] * w[k, j]
+            out[i, k] = acc
+        i += 1
+
+
 @numba.njit
 def _forward_loops(reps, x, w, b, out):
     for _ in range(reps):
@@ -94,7 +125,7 @@ def _wgrad_loops(reps, x, d, gw):
 @numba.njit
 def _wgrad_blas(reps, x, d, gw):
     for _ in range(reps):
-        np.dot(x.T, d, gw)
+        dot_t_into(x, d, gw)
 
 
 @numba.njit
@@ -106,7 +137,7 @@ def _igrad_loops(reps, d, w, out):
 @numba.njit
 def _igrad_blas(reps, d, w, out):
     for _ in range(reps):
-        np.dot(d, w.T, out)
+        dot_nt_into(d, w, out)
 
 
 def _ns(fn, *args, work):
@@ -127,8 +158,7 @@ def main(dtype_name="float64"):
               (128, 4, 10), (32, 16, 32), (32, 32, 32), (16, 64, 32),
               (32, 64, 10), (32, 64, 32), (32, 64, 64), (32, 64, 128), (32, 128, 64),
               (128, 784, 512)]
-    print(f"{dtype_name}; BLAS_MIN_WORK = {BLAS_MIN_WORK}, LOOPS_MIN_DOT = {LOOPS_MIN_DOT}; "
-          "ns per product (median of 5), loops / blas")
+    print(f"{dtype_name}; ns per product (median of 5), loops / blas")
     print(f"{'n x n_in x n_out':>18} {'work':>9} {'forward':>19} {'x.T @ delta':>19} "
           f"{'delta @ w.T':>19}")
     for n, n_in, n_out in shapes:

@@ -39,8 +39,7 @@ _HOMES = {
         "sigmoid_backward", "tanh_backward",
     ],
     "dense": [
-        "BLAS_MIN_WORK", "LOOPS_MIN_DOT", "dense_forward", "dense_backward",
-        "dense_backward_input",
+        "dense_forward", "dense_backward", "dense_backward_input",
     ],
     "epoch": ["all_finite", "loss_grad", "predict_forward", "run_epochs", "workspace_size"],
     "loss": [

@@ -1,24 +1,16 @@
 """Dense layer kernels: ``z = x @ w + b`` and its two backward products."""
 
-import numpy as np
+from ._jit import dot_into, dot_nt_into, dot_t_into, inline, kernel
 
-from ._jit import inline, kernel
-
-# x @ w and x.T @ delta always go to BLAS (np.dot into preallocated buffers): OpenBLAS's
-# small-matrix kernels beat our hand loops at every size we measured, even 16x4x16
-# (155 ns vs 297 ns; `python benchmarks/matmul_threshold.py`, which keeps the loop
-# versions it compares against). delta @ w.T is the exception: its hand loops win below
-# BLAS_MIN_WORK multiply-adds (16x16x16: 381 ns loops vs 460 ns BLAS), as long as the
-# dot products they run along n_out are LOOPS_MIN_DOT long. Shorter ones (iris' output
-# layer, n_out = 3) lose from 32 rows on (150x16x3: 2101 ns loops, 1184 ns BLAS) and tie
-# below that.
-BLAS_MIN_WORK = 8192
-LOOPS_MIN_DOT = 8
+# All three products go to BLAS (kernels/_jit.py's direct gemm calls, into preallocated
+# buffers): OpenBLAS's small-matrix kernels beat our hand loops at the sizes the
+# workloads use, down to iris' 16x16x16 (delta @ w.T: 700 ns BLAS vs 926 ns loops) and
+# 16x16x3; `python benchmarks/matmul_threshold.py` keeps the loops and re-measures.
 
 
 @inline
 def _matmul_bias(x, w, b, out):
-    np.dot(x, w, out)
+    dot_into(x, w, out)
     for i in range(x.shape[0]):
         for j in range(w.shape[1]):
             out[i, j] += b[j]
@@ -31,7 +23,7 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
     n, n_in = x.shape
     n_out = delta.shape[1]
-    np.dot(x.T, delta, grad_w)
+    dot_t_into(x, delta, grad_w)
     if scale:
         for k in range(n_in):
             for j in range(n_out):
@@ -44,48 +36,6 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     if scale:
         for j in range(n_out):
             grad_b[j] /= denom
-
-
-@inline
-def _grad_input(delta, w, out):
-    # out = delta @ w.T
-    work = delta.shape[0] * delta.shape[1] * w.shape[0]
-    if work < BLAS_MIN_WORK and delta.shape[1] >= LOOPS_MIN_DOT:
-        _grad_input_loops(delta, w, out)
-    else:
-        np.dot(delta, w.T, out)
-
-
-@inline
-def _grad_input_loops(delta, w, out):
-    n, n_out = delta.shape
-    n_in = w.shape[0]
-    zero = out.dtype.type(0)
-    i = 0
-    while i + 4 <= n:  # four independent dot products share each w[k, j] load
-        for k in range(n_in):
-            a0 = zero
-            a1 = zero
-            a2 = zero
-            a3 = zero
-            for j in range(n_out):
-                wkj = w[k, j]
-                a0 += delta[i, j] * wkj
-                a1 += delta[i + 1, j] * wkj
-                a2 += delta[i + 2, j] * wkj
-                a3 += delta[i + 3, j] * wkj
-            out[i, k] = a0
-            out[i + 1, k] = a1
-            out[i + 2, k] = a2
-            out[i + 3, k] = a3
-        i += 4
-    while i < n:
-        for k in range(n_in):
-            acc = zero
-            for j in range(n_out):
-                acc += delta[i, j] * w[k, j]
-            out[i, k] = acc
-        i += 1
 
 
 @kernel
@@ -138,4 +88,4 @@ def dense_backward_input(delta, w, out):
     out : ndarray of shape (n_samples, n_in)
         Overwritten with dL/da of the layer's input.
     """
-    _grad_input(delta, w, out)
+    dot_nt_into(delta, w, out)

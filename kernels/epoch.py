@@ -31,9 +31,9 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, inline, kernel, rows_view
+from ._jit import borrowed, dot_nt_into, inline, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
-from .dense import _grad_input, _grad_params, _matmul_bias
+from .dense import _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
 
@@ -125,7 +125,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
         _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
             delta_in = rows_view(work, pong, nb, n_in)
-            _grad_input(delta, w, delta_in)
+            dot_nt_into(delta, w, delta_in)
             _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in

@@ -22,22 +22,12 @@ from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels._jit import borrowed, rows_view
 from fastnn.backends import numpy as npb
 
-# (n, n_in, n_out) for the matmul kernels: a product of n * n_in * n_out multiply-adds
-# below BLAS_MIN_WORK may run hand loops (in rows of four plus a remainder), at or above
-# it goes to np.dot. Two shapes follow the threshold: just below it and exactly on it;
-# the last is below it with dot products too short for the loops (n_out = 3): BLAS.
-_T = K.BLAS_MIN_WORK
-SHAPES = [(1, 4, 3), (17, 64, 10), (5, (_T - 1) // 40, 8), (1, -(-_T // 32), 32),
-          (128, 784, 32), (150, 16, 3)]
-assert _T > 150 * 16 * 3 and 3 < K.LOOPS_MIN_DOT <= 8
+# (n, n_in, n_out) for the matmul kernels (all BLAS): one row, iris' output layer over
+# a batch and the whole set, odd sizes, and a W-large-sized first layer.
+SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (150, 16, 3),
+          (16, 16, 16)]
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
-
-
-def test_shapes_cover_both_matmul_paths():
-    work = [n * n_in * n_out for n, n_in, n_out in SHAPES]
-    assert min(work) < _T <= max(work)
-    assert _T - 40 <= work[2] < _T <= work[3] < _T + 32  # hugging the threshold
 
 
 # Every kernel this module tests; a kernel added to fastnn.kernels needs a test here.
@@ -361,9 +351,7 @@ def test_run_epochs_matches_numpy(rng, dtype, hidden, output, opt):
 @pytest.mark.parametrize("batch_size", [1, 8, 37, 50])
 @pytest.mark.parametrize("opt", sorted(OPTS))
 def test_run_epochs_batch_sizes(rng, dtype, batch_size, opt):
-    # Mixed hidden activations. The first layer's products (up to 37 * 64 * 32) are above
-    # BLAS_MIN_WORK, the output layer's (down to 1 * 16 * 10) below it.
-    assert 37 * 64 * 32 >= K.BLAS_MIN_WORK > 16 * 10
+    # Mixed hidden activations; batch sizes that divide 37 and do not, down to one row.
     net = _net(rng, [64, 32, 16, 10], [K.RELU, K.TANH, K.SOFTMAX], dtype)
     x, y, sw = _data(rng, 37, net)
     hyper = make_hyper(dtype, lr=0.01, momentum=0.5, alpha=1e-3)
