@@ -45,6 +45,7 @@ scikit-learn's numbers bit for bit):
 - ``save(path)`` and ``fastnn.load(path)``: model files without pickle (see ``save``).
 """
 
+import ctypes
 import numbers
 import operator
 import time
@@ -195,25 +196,50 @@ def _finite_2d(a):
     return bool(np.isfinite(a).all())
 
 
+def _mt19937_words(random_state):
+    """The live MT19937 state of a ``RandomState``, as a writable view of 625 uint32 words
+    (the 624-word key, then the position), with the bit generator's lock; None when the
+    generator is not an MT19937 laid out as this check found NumPy lays it out.
+
+    The view is the generator's own memory, found through its ``ctypes`` interface:
+    ``get_state``/``set_state`` copy the key word by word (~70 us each), which for
+    scikit-learn's default ``n_iter_no_change`` (calls of at most 11 epochs) cost more
+    than the shuffles they replace.
+    """
+    global _MT19937_LAYOUT_OK
+    bit_generator = getattr(random_state, "_bit_generator", None)
+    if type(bit_generator) is not np.random.MT19937:
+        return None
+    words = np.ctypeslib.as_array(
+        (ctypes.c_uint32 * 625).from_address(bit_generator.ctypes.state_address))
+    if _MT19937_LAYOUT_OK is None:  # once per process, against the public copy
+        state = random_state.get_state(legacy=False)["state"]
+        _MT19937_LAYOUT_OK = bool(np.array_equal(words[:624], state["key"])
+                                  and words[624] == state["pos"])
+    return (words, bit_generator.lock) if _MT19937_LAYOUT_OK else None
+
+
+_MT19937_LAYOUT_OK = None
+
+
 def _fill_orders(orders, sample_idx, random_state, compiled):
     """One epoch's visiting order per row of ``orders``, drawn as scikit-learn draws them:
     ``sample_idx = sklearn.utils.shuffle(sample_idx, random_state=random_state)`` per
     epoch. Returns the last row (the next call's ``sample_idx``).
 
-    ``compiled``: the shuffles run in a kernel on the generator's MT19937 state, read
-    and written back through ``get_state``/``set_state`` (the same draws; iris' 200 cost
-    ~0.4 ms there instead of ~1.5 ms). Otherwise, and for a ``RandomState`` on another
-    bit generator, ``random_state.shuffle`` itself runs per epoch: scikit-learn's shuffle
-    is ``resample`` without replacement, which shuffles ``arange(n)`` and indexes with
-    it; doing that directly skips its input validation (~30 us per epoch).
+    ``compiled``: the shuffles run in a kernel on the generator's own MT19937 state (the
+    same draws; iris' 200 take ~0.4 ms there instead of ~1.5 ms). Otherwise, and for a
+    ``RandomState`` on another bit generator, ``random_state.shuffle`` runs per epoch:
+    scikit-learn's shuffle is ``resample`` without replacement, which shuffles
+    ``arange(n)`` and indexes with it; doing that directly skips its input validation
+    (~30 us per epoch).
     """
-    if compiled:
-        state = random_state.get_state(legacy=False)
-        if state["bit_generator"] == "MT19937":
-            words = state["state"]
-            words["pos"] = K.shuffled_orders(words["key"], words["pos"], sample_idx, orders)
-            random_state.set_state(state)
-            return orders[-1]
+    live = _mt19937_words(random_state) if compiled else None
+    if live is not None:
+        words, lock = live
+        with lock:
+            words[624] = K.shuffled_orders(words[:624], int(words[624]), sample_idx, orders)
+        return orders[-1]
     for row in orders:
         perm = np.arange(sample_idx.shape[0])
         random_state.shuffle(perm)
