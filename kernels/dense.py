@@ -1,11 +1,20 @@
 """Dense layer kernels: ``z = x @ w + b`` and its two backward products."""
 
-from ._jit import dot_into, dot_nt_into, dot_t_into, inline, kernel
+import numpy as np
+
+from ._jit import dot_into, dot_nt_into, dot_t_into, inline, kernel, rows_view
 
 # All three products go to BLAS (kernels/_jit.py's direct gemm calls, into preallocated
 # buffers): OpenBLAS's small-matrix kernels beat our hand loops at the sizes the
 # workloads use, down to iris' 16x16x16 (delta @ w.T: 700 ns BLAS vs 926 ns loops) and
 # 16x16x3; `python benchmarks/matmul_threshold.py` keeps the loops and re-measures.
+#
+# delta @ w.T is a transposed-A gemm in BLAS's column-major terms, which OpenBLAS's
+# small-matrix kernels refuse for short inner dimensions (n_out < 32 here) and run
+# through its packing path instead. Up to TRANSPOSE_MAX weights, copying w.T and taking
+# the plain product is faster: 16x16x16 237 ns vs 431, 16x16x3 86 vs 222, 128x256x10
+# 14.5 us vs 22.6 (batch x n_in x n_out); at 32x128x64 it is slower (21.8 vs 14.3 us).
+TRANSPOSE_MAX = 4096
 
 
 @inline
@@ -36,6 +45,20 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     if scale:
         for j in range(n_out):
             grad_b[j] /= denom
+
+
+@inline
+def _grad_input(delta, w, scratch, out):
+    # out = delta @ w.T; scratch: TRANSPOSE_MAX elements for the transposed copy
+    n_in, n_out = w.shape
+    if n_in * n_out <= TRANSPOSE_MAX:
+        w_t = rows_view(scratch, 0, n_out, n_in)
+        for j in range(n_out):
+            for k in range(n_in):
+                w_t[j, k] = w[k, j]
+        dot_into(delta, w_t, out)
+    else:
+        dot_nt_into(delta, w, out)
 
 
 @kernel
@@ -88,4 +111,4 @@ def dense_backward_input(delta, w, out):
     out : ndarray of shape (n_samples, n_in)
         Overwritten with dL/da of the layer's input.
     """
-    dot_nt_into(delta, w, out)
+    _grad_input(delta, w, np.empty(min(TRANSPOSE_MAX, w.size), dtype=w.dtype), out)

@@ -31,9 +31,9 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, dot_nt_into, inline, kernel, rows_view
+from ._jit import borrowed, inline, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
-from .dense import _grad_params, _matmul_bias
+from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
 
@@ -66,7 +66,8 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
 def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale, grad):
     # Mean loss of one batch (plus the L2 term) and its gradient into grad; with scale
     # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw)).
-    # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows.
+    # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows,
+    # then TRANSPOSE_MAX elements of scratch for _grad_input.
     n_layers = sizes.shape[0] - 1
     nb = x.shape[0]
     n_out = sizes[n_layers]
@@ -80,6 +81,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     z_out = rows_view(work, cap * hidden, nb, n_out)
     ping = cap * (hidden + n_out)
     pong = ping + cap * widest
+    scratch = work[pong + cap * widest : pong + cap * widest + TRANSPOSE_MAX]
     _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
 
     delta = rows_view(work, ping, nb, n_out)
@@ -125,7 +127,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
         _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
             delta_in = rows_view(work, pong, nb, n_in)
-            dot_nt_into(delta, w, delta_in)
+            _grad_input(delta, w, scratch, delta_in)
             _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in
@@ -175,9 +177,10 @@ def workspace_size(sizes, rows):
         if sizes[layer] > widest:
             widest = sizes[layer]
     # activations + output z + two delta buffers + gathered x, y and sample weights, per
-    # row; then the start-of-epoch copy of theta, m and v that a diverging epoch restores
+    # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
+    # that a diverging epoch restores
     return (rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
-            + 3 * _n_params(sizes))
+            + TRANSPOSE_MAX + 3 * _n_params(sizes))
 
 
 @kernel
@@ -266,7 +269,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
         if sizes[layer] > widest:
             widest = sizes[layer]
     core += 2 * widest
-    x_pos = cap * core
+    x_pos = cap * core + TRANSPOSE_MAX
     y_pos = x_pos + cap * n_in
     sw_pos = y_pos + cap * n_out
     n_params = theta.shape[0]

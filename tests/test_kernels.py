@@ -20,12 +20,16 @@ from numpy.testing import assert_allclose, assert_array_equal
 from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels._jit import borrowed, rows_view
+from fastnn.kernels.dense import TRANSPOSE_MAX
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels (all BLAS): one row, iris' output layer over
-# a batch and the whole set, odd sizes, and a W-large-sized first layer.
+# a batch and the whole set, odd sizes, and a W-large-sized first layer; delta @ w.T
+# goes through a transposed copy of w up to TRANSPOSE_MAX weights, and without one above.
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (150, 16, 3),
-          (16, 16, 16)]
+          (16, 16, 16), (3, 64, 64)]
+assert {n_in * n_out <= TRANSPOSE_MAX for _, n_in, n_out in SHAPES} == {True, False}
+assert (3, 64, 64)[1] * 64 == TRANSPOSE_MAX  # on the boundary
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
@@ -378,11 +382,13 @@ def test_run_epochs_returns_batch_mean_losses_times_lengths(rng):
 
 def test_workspace_size_by_hand():
     # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7),
-    # and the gathered batch: x (5), y (3) and sample weights (1), per row; then theta,
-    # m and v at the start of an epoch (111 parameters each)
+    # and the gathered batch: x (5), y (3) and sample weights (1), per row; the scratch
+    # for a transposed weight matrix; then theta, m and v at the start of an epoch (111
+    # parameters each)
     sizes = np.array([5, 7, 6, 3], np.int64)
     n_params = 6 * 7 + 8 * 6 + 7 * 3
-    assert K.workspace_size(sizes, 8) == 8 * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1) + 3 * n_params
+    assert K.workspace_size(sizes, 8) == (8 * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1) + TRANSPOSE_MAX
+                                          + 3 * n_params)
 
 
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
