@@ -151,6 +151,29 @@ def _rows_view(typingctx, buf, start, rows, cols):
     return None
 
 
+def _flat_codegen(context, builder, sig, args):
+    src = context.make_array(sig.args[0])(context, builder, value=args[0])
+    itemsize = context.get_constant(
+        numba.types.intp, context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype)))
+    view = context.make_array(sig.return_type)(context, builder)
+    populate_array(view, data=src.data, shape=cgutils.pack_array(builder, [src.nitems]),
+                   strides=cgutils.pack_array(builder, [itemsize]), itemsize=itemsize,
+                   meminfo=None)
+    return view._getvalue()
+
+
+@intrinsic
+def _flat_view(typingctx, arr):
+    if isinstance(arr, numba.types.Array) and arr.layout == "C":
+        return numba.types.Array(arr.dtype, 1, "C")(arr), _flat_codegen
+    return None
+
+
+def flat_view(arr):
+    """A C-ordered array's elements as one borrowed 1-D view (no copy)."""
+    return arr.reshape(-1)
+
+
 def borrowed(arr):
     """``arr`` without its reference count, for use inside the running kernel only."""
     return arr
@@ -164,6 +187,7 @@ def rows_view(buf, start, rows, cols):
 if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off twins
     borrowed = _borrowed  # noqa: F811
     rows_view = _rows_view  # noqa: F811
+    flat_view = _flat_view  # noqa: F811
 
 
 # BLAS products called directly. numba's np.dot reaches the same OpenBLAS gemm through
