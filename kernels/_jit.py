@@ -92,6 +92,13 @@ def kernel(fn):
     return dispatcher
 
 
+def inline_exact(fn):
+    """Like :func:`inline`, without the reassociation and approximation flags: for
+    arithmetic whose rounding is the point (a split constant, a polynomial)."""
+    opts = dict(_OPTS, fastmath={"nsz", "contract"})
+    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True, **opts)
+
+
 def inline(fn):
     """Compile ``fn`` as a helper of kernels: it has no cache entry of its own.
 
@@ -174,6 +181,20 @@ def flat_view(arr):
     return arr.reshape(-1)
 
 
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    if isinstance(bits, numba.types.Integer) and bits.bitwidth == 64:
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], llvmlite.ir.DoubleType())
+        return numba.types.float64(bits), codegen
+    return None
+
+
+def float_from_bits(bits):
+    """The float64 whose IEEE-754 bit pattern is the int64 ``bits``."""
+    return np.int64(bits).view(np.float64)
+
+
 def borrowed(arr):
     """``arr`` without its reference count, for use inside the running kernel only."""
     return arr
@@ -188,6 +209,7 @@ if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off tw
     borrowed = _borrowed  # noqa: F811
     rows_view = _rows_view  # noqa: F811
     flat_view = _flat_view  # noqa: F811
+    float_from_bits = _float_from_bits  # noqa: F811
 
 
 # BLAS products called directly. numba's np.dot reaches the same OpenBLAS gemm through

@@ -11,7 +11,7 @@ loss, never inf.
 import numpy as np
 
 from ._jit import inline, kernel
-from .activations import _row_max
+from .activations import _shifted_exp_rows
 
 
 @inline
@@ -20,13 +20,11 @@ def _softmax_xent_rows(z, y1h, sw, eps, delta):
     lo = delta.dtype.type(eps)
     hi = one - lo
     total = 0.0
+    _shifted_exp_rows(z, delta)
     for i in range(z.shape[0]):
-        zmax = _row_max(z, i)
         norm = delta.dtype.type(0)
         for j in range(z.shape[1]):
-            e = np.exp(z[i, j] - zmax)
-            delta[i, j] = e
-            norm += e
+            norm += delta[i, j]
         row = delta.dtype.type(0)
         for j in range(z.shape[1]):
             p = delta[i, j] / norm

@@ -20,6 +20,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels._jit import borrowed, rows_view
+from fastnn.kernels.activations import _exp_nonpositive
 from fastnn.kernels.dense import TRANSPOSE_MAX
 from fastnn.backends import numpy as npb
 
@@ -792,3 +793,27 @@ def test_shuffled_orders_draws_as_sklearn_shuffle(n, epochs, seed, skip):
     assert_array_equal(sample_idx, np.arange(n)[::-1])  # read only
     # the generator is left exactly where scikit-learn's shuffles leave it
     assert_array_equal(ours.randint(0, 2**31, 700), theirs.randint(0, 2**31, 700))
+
+
+@numba.njit
+def _exp_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _exp_nonpositive(x[i])
+
+
+def test_softmax_exp_within_one_ulp_of_numpy():
+    # The polynomial exp behind softmax (kernels/activations.py), over the range softmax
+    # feeds it (shifted logits, <= 0), the edges of that range, and the special values.
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.uniform(-1, 0, 20000), rng.uniform(-40, 0, 20000),
+                        rng.uniform(-708.39, -600, 20000), [-708.3964185322641, -1e-300,
+                                                           -5e-324, -0.0, 0.0]])
+    got = np.empty_like(x)
+    _exp_all(x, got)
+    want = np.exp(x)
+    assert np.array_equal(got[-4:], [1.0, 1.0, 1.0, 1.0])
+    assert np.all(np.abs(got - want) <= np.spacing(want))
+    special = np.array([np.nan, -np.inf, -709.0, -1e308])
+    got = np.empty_like(special)
+    _exp_all(special, got)
+    assert np.isnan(got[0]) and np.array_equal(got[1:], [0.0, 0.0, 0.0])
