@@ -1,7 +1,9 @@
-"""The one place numba options live.
+"""The one place numba options and numba-level machinery live.
 
 Every kernel in ``fastnn.kernels`` is compiled through these decorators so that
-fastmath flags, the error model and caching are set once.
+fastmath flags, the error model and caching are set once. Below them: the intrinsics
+the kernels build their views with (no reference counts), a bit cast, and the direct
+BLAS gemm calls; each has a plain-Python twin that runs under ``NUMBA_DISABLE_JIT=1``.
 
 Caching is numba's on-disk cache with three changes, made in :class:`_KernelCache`:
 
@@ -107,7 +109,6 @@ def inline(fn):
     of five fresh processes 10.7 s without them, 12.2 s with).
     """
     return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTS)
-
 
 
 # Views without reference counts. A kernel's every view (a reshape, a slice) increments
