@@ -287,12 +287,25 @@ def _same_view(a, b):
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
+_PARAM_NAMES = {}
+
+
 class _BaseMLP(BaseEstimator):
     """Shared engine of the two estimators; not for direct use."""
 
     _is_classifier = False
 
     # --- parameters ----------------------------------------------------------------
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads __init__'s signature with inspect on every get_params, and
+        # every fit validates its parameters through get_params (validation 139 us with
+        # it, 71 us without). The names belong to the class: each looks them up once.
+        names = _PARAM_NAMES.get(cls)
+        if names is None:
+            names = _PARAM_NAMES[cls] = tuple(super()._get_param_names())
+        return list(names)
+
     def _hidden_sizes(self):
         hidden = self.hidden_layer_sizes
         if not hasattr(hidden, "__iter__"):
