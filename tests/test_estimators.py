@@ -226,6 +226,23 @@ def test_parity_random_state_instance(bit_generator, backend):
     assert_array_equal(ours.randint(0, 2**31, 700), theirs.randint(0, 2**31, 700))
 
 
+def test_parity_when_the_generator_layout_check_fails(monkeypatch):
+    """Where the MT19937 state is not laid out as expected, the shuffles fall back to
+    ``RandomState.shuffle``: the same run, and the state is never written."""
+    import fastnn.estimators as fe
+
+    monkeypatch.setattr(fe, "_MT19937_LAYOUT_OK", False)
+    called = []
+    monkeypatch.setattr(fe.K, "shuffled_orders", lambda *args: called.append(args))
+    X, y, _ = _task("multiclass-iris")
+    params = dict(hidden_layer_sizes=(8,), batch_size=16, max_iter=5, tol=0.0,
+                  n_iter_no_change=50, random_state=2)
+    sk, fa = SkMLPClassifier(**params), MLPClassifier(**params)
+    assert _fit_recording(fa, X, y) == _fit_recording(sk, X, y)
+    _assert_same_run(fa, sk, X)
+    assert not called
+
+
 @pytest.mark.parametrize("task", ["multiclass-iris", "multiclass-digits"])
 def test_parity_default_parameters(task):
     """scikit-learn's defaults (100 hidden units, batch 200, 200 epochs, tol stop)."""
