@@ -285,6 +285,12 @@ def _dot_nt_into(a, b, out):
     _gemm_tn(b, a, out, b.shape[0], a.shape[0], a.shape[1], b.shape[1], a.shape[1], b.shape[0])
 
 
+@inline
+def _dot_nt_cols_into(a, b, out, start, stop):
+    _gemm_tn(b[start:stop], a, out[:, start:stop], stop - start, a.shape[0], a.shape[1],
+             b.shape[1], a.shape[1], out.shape[1])
+
+
 def dot_into(a, b, out):
     """``out = a @ b`` for C-contiguous 2-D float arrays of one dtype."""
     np.dot(a, b, out)
@@ -300,5 +306,11 @@ def dot_nt_into(a, b, out):
     np.dot(a, b.T, out)
 
 
+def dot_nt_cols_into(a, b, out, start, stop):
+    """``out[:, start:stop] = a @ b[start:stop].T``, the other columns untouched."""
+    out[:, start:stop] = a @ b[start:stop].T
+
+
 if not numba.config.DISABLE_JIT:
     dot_into, dot_t_into, dot_nt_into = _dot_into, _dot_t_into, _dot_nt_into  # noqa: F811
+    dot_nt_cols_into = _dot_nt_cols_into  # noqa: F811

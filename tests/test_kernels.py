@@ -21,16 +21,19 @@ from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels._jit import borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
-from fastnn.kernels.dense import TRANSPOSE_MAX
+from fastnn.kernels.dense import SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TRANSPOSE_MAX
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels (all BLAS): one row, iris' output layer over
-# a batch and the whole set, odd sizes, and a W-large-sized first layer; delta @ w.T
-# goes through a transposed copy of w up to TRANSPOSE_MAX weights, and without one above.
+# a batch and the whole set, odd sizes, and a W-large-sized first layer. delta @ w.T
+# goes through a transposed copy of w up to TRANSPOSE_MAX weights (3x64x64 on the
+# boundary); above, in blocks of output columns for an inner dimension >= 32 in the
+# small-matrix range (W-small's 32x128x64: four blocks, the last short; 1x256x32: one),
+# else in one call (5x204x8, 128x784x32).
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (150, 16, 3),
-          (16, 16, 16), (3, 64, 64)]
-assert {n_in * n_out <= TRANSPOSE_MAX for _, n_in, n_out in SHAPES} == {True, False}
-assert (3, 64, 64)[1] * 64 == TRANSPOSE_MAX  # on the boundary
+          (16, 16, 16), (3, 64, 64), (32, 128, 64)]
+assert 64 * 64 == TRANSPOSE_MAX and 128 % (SMALL_GEMM_BLOCK // 32) != 0
+assert 128 * 784 * 32 > SMALL_GEMM_MAX >= 32 * 128 * 64
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
