@@ -18,6 +18,7 @@ from sklearn.datasets import load_digits, load_iris
 
 import fastnn
 from fastnn import Dense, Sequential
+from fastnn import _network as network_module
 from fastnn._network import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,10 @@ def iris_model(**kw):
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_keyboard_interrupt_keeps_the_epochs_of_completed_calls(monkeypatch, backend):
-    # fit runs 1 epoch in its first engine call, then the other 9 in one call (iris
-    # epochs are far below CALL_SECONDS). Ctrl-C lands as that second call returns.
+    # fit runs 1 epoch in its first engine call, then the other 9 in one call (with a
+    # call budget no epoch comes near: a NumPy-backend iris epoch of ~2 ms on a loaded
+    # host once made the second call 6 epochs). Ctrl-C lands as that second call returns.
+    monkeypatch.setattr(network_module, "CALL_SECONDS", 10.0)
     reference = iris_model(backend=backend)
     reference.fit(X, Y, epochs=1, batch_size=16)
     model = iris_model(backend=backend)
