@@ -196,6 +196,9 @@ def _finite_2d(a):
     return bool(np.isfinite(a).all())
 
 
+_MT19937_LAYOUT_OK = None  # unknown until the first compiled shuffle of the process
+
+
 def _mt19937_words(random_state):
     """The live MT19937 state of a ``RandomState``, as a writable view of 625 uint32 words
     (the 624-word key, then the position), with the bit generator's lock; None when the
@@ -217,9 +220,6 @@ def _mt19937_words(random_state):
         _MT19937_LAYOUT_OK = bool(np.array_equal(words[:624], state["key"])
                                   and words[624] == state["pos"])
     return (words, bit_generator.lock) if _MT19937_LAYOUT_OK else None
-
-
-_MT19937_LAYOUT_OK = None
 
 
 def _fill_orders(orders, sample_idx, random_state, compiled):

@@ -132,23 +132,29 @@ def _borrowed(typingctx, arr):
     return None
 
 
+def _new_view(context, builder, view_type, data, shape, strides_in_items):
+    # An array struct over existing memory, without a meminfo (no reference count).
+    itemsize = context.get_constant(
+        numba.types.intp, context.get_abi_sizeof(context.get_data_type(view_type.dtype)))
+    view = context.make_array(view_type)(context, builder)
+    populate_array(view, data=data, shape=cgutils.pack_array(builder, shape),
+                   strides=cgutils.pack_array(builder, [builder.mul(s, itemsize)
+                                                        for s in strides_in_items]),
+                   itemsize=itemsize, meminfo=None)
+    return view._getvalue()
+
+
 def _rows_codegen(context, builder, sig, args):
-    buf_type = sig.args[0]
-    buf = context.make_array(buf_type)(context, builder, value=args[0])
+    buf = context.make_array(sig.args[0])(context, builder, value=args[0])
     start, rows, cols = (context.cast(builder, val, ty, numba.types.intp)
                          for val, ty in zip(args[1:], sig.args[1:]))
-    itemsize = context.get_constant(
-        numba.types.intp, context.get_abi_sizeof(context.get_data_type(buf_type.dtype)))
     if context.enable_boundscheck:  # NUMBA_BOUNDSCHECK=1: the view must lie inside buf
         room = builder.add(cgutils.unpack_tuple(builder, buf.shape, 1)[0], start.type(1))
         cgutils.do_boundscheck(context, builder, start, room)
         cgutils.do_boundscheck(context, builder, builder.add(start, builder.mul(rows, cols)), room)
-    view = context.make_array(sig.return_type)(context, builder)
-    populate_array(view, data=builder.gep(buf.data, [start], inbounds=True),
-                   shape=cgutils.pack_array(builder, [rows, cols]),
-                   strides=cgutils.pack_array(builder, [builder.mul(cols, itemsize), itemsize]),
-                   itemsize=itemsize, meminfo=None)
-    return view._getvalue()
+    return _new_view(context, builder, sig.return_type,
+                     builder.gep(buf.data, [start], inbounds=True), [rows, cols],
+                     [cols, start.type(1)])
 
 
 @intrinsic
@@ -161,13 +167,8 @@ def _rows_view(typingctx, buf, start, rows, cols):
 
 def _flat_codegen(context, builder, sig, args):
     src = context.make_array(sig.args[0])(context, builder, value=args[0])
-    itemsize = context.get_constant(
-        numba.types.intp, context.get_abi_sizeof(context.get_data_type(sig.args[0].dtype)))
-    view = context.make_array(sig.return_type)(context, builder)
-    populate_array(view, data=src.data, shape=cgutils.pack_array(builder, [src.nitems]),
-                   strides=cgutils.pack_array(builder, [itemsize]), itemsize=itemsize,
-                   meminfo=None)
-    return view._getvalue()
+    return _new_view(context, builder, sig.return_type, src.data, [src.nitems],
+                     [src.nitems.type(1)])
 
 
 @intrinsic

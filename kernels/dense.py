@@ -121,4 +121,4 @@ def dense_backward_input(delta, w, out):
     out : ndarray of shape (n_samples, n_in)
         Overwritten with dL/da of the layer's input.
     """
-    _grad_input(delta, w, np.empty(min(TRANSPOSE_MAX, w.size), dtype=w.dtype), out)
+    _grad_input(delta, w, np.empty(w.size if w.size <= TRANSPOSE_MAX else 0, w.dtype), out)

@@ -71,17 +71,13 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     n_layers = sizes.shape[0] - 1
     nb = x.shape[0]
     n_out = sizes[n_layers]
-    hidden = 0
-    widest = 0
-    for layer in range(1, n_layers + 1):
-        if layer < n_layers:
-            hidden += sizes[layer]
-        if sizes[layer] > widest:
-            widest = sizes[layer]
+    total, widest = _layer_widths(sizes)
+    hidden = total - n_out
     z_out = rows_view(work, cap * hidden, nb, n_out)
-    ping = cap * (hidden + n_out)
+    ping = cap * total
     pong = ping + cap * widest
-    scratch = work[pong + cap * widest : pong + cap * widest + TRANSPOSE_MAX]
+    scratch_pos = cap * (total + 2 * widest)
+    scratch = work[scratch_pos : scratch_pos + TRANSPOSE_MAX]
     _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
 
     delta = rows_view(work, ping, nb, n_out)
@@ -135,6 +131,19 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
 
 
 @inline
+def _layer_widths(sizes):
+    # (sum of the widths after the input, the widest of them): the work buffer's layout
+    # per row, shared by workspace_size, _loss_and_grad and run_epochs
+    total = 0
+    widest = 0
+    for layer in range(1, sizes.shape[0]):
+        total += sizes[layer]
+        if sizes[layer] > widest:
+            widest = sizes[layer]
+    return total, widest
+
+
+@inline
 def _n_params(sizes):
     count = 0
     for layer in range(sizes.shape[0] - 1):
@@ -170,12 +179,7 @@ def workspace_size(sizes, rows):
     rows : int
         The largest batch the buffer must hold.
     """
-    total = 0
-    widest = 0
-    for layer in range(1, sizes.shape[0]):
-        total += sizes[layer]
-        if sizes[layer] > widest:
-            widest = sizes[layer]
+    total, widest = _layer_widths(sizes)
     # activations + output z + two delta buffers + gathered x, y and sample weights, per
     # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
     # that a diverging epoch restores
@@ -262,14 +266,8 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     n_in = sizes[0]
     n_out = sizes[n_layers]
     cap = batch_size
-    core = 0
-    widest = 0
-    for layer in range(1, n_layers + 1):
-        core += sizes[layer]
-        if sizes[layer] > widest:
-            widest = sizes[layer]
-    core += 2 * widest
-    x_pos = cap * core + TRANSPOSE_MAX
+    widths, widest = _layer_widths(sizes)
+    x_pos = cap * (widths + 2 * widest) + TRANSPOSE_MAX  # after _loss_and_grad's part
     y_pos = x_pos + cap * n_in
     sw_pos = y_pos + cap * n_out
     n_params = theta.shape[0]
