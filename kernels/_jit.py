@@ -5,7 +5,11 @@ fastmath flags, the error model and caching are set once. Below them: the intrin
 the kernels build their views with (no reference counts), a bit cast, and the direct
 BLAS gemm calls; each has a plain-Python twin that runs under ``NUMBA_DISABLE_JIT=1``.
 
-Caching is numba's on-disk cache with three changes, made in :class:`_KernelCache`:
+Kernels compile through a pipeline of ours (:class:`_KernelCompiler`): numba's, plus one
+step that keeps the same results whether a kernel was compiled in the process or loaded
+from the cache (:class:`_PrivateHelperCopies`).
+
+Caching is numba's on-disk cache with four changes, made in :class:`_KernelCache`:
 
 - An entry is valid only for the exact source of *all* ``kernels/*.py`` files. Numba
   keys a cache on the defining file alone, so an edit to a helper in ``dense.py`` would
@@ -15,10 +19,16 @@ Caching is numba's on-disk cache with three changes, made in :class:`_KernelCach
   warning, instead of raising from the kernel call.
 - Where no cache directory is writable (read-only install and ``NUMBA_CACHE_DIR``),
   kernels compile in memory, with one warning, instead of failing at import.
+- A cached entry is rebuilt without numba's refresh of all its typing and lowering
+  registries (~0.3 s of a warm start).
 """
 
+import ctypes
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
+import sys
 import warnings
 
 import llvmlite.binding
@@ -27,7 +37,11 @@ import numba
 import numpy as np
 from numba.core import cgutils
 from numba.core.caching import FunctionCache
-from numba.extending import get_cython_function_address, intrinsic
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import LoweringPass, register_pass
+from numba.core.typed_passes import AnnotateTypes
+from numba.core.runtime import rtsys
+from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
 # No nnan/ninf: the API's finiteness checks and the divergence guard still see NaN.
@@ -66,8 +80,14 @@ class _KernelCache(FunctionCache):
         self._cache_file._source_stamp = _SOURCES_STAMP
 
     def load_overload(self, sig, target_context):
+        # numba's FunctionCache.load_overload first refreshes the whole target context:
+        # it imports and installs every typing and lowering registry, ~0.3 s, most of a
+        # warm start. Rebuilding a cached entry needs only the runtime's symbols (the NRT);
+        # a compile still refreshes, in numba's compiler and on a lowering miss.
         try:
-            return super().load_overload(sig, target_context)
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
         except Exception as exc:  # any unreadable entry: recompile rather than fail
             _warn_once("load", f"fastnn: ignored an unreadable kernel cache entry in "
                                f"{self.cache_path!r} ({type(exc).__name__}: {exc}); recompiling")
@@ -81,9 +101,54 @@ class _KernelCache(FunctionCache):
                                f"{self.cache_path!r} ({type(exc).__name__}: {exc})")
 
 
+@register_pass(mutates_CFG=False, analysis_only=False)
+class _PrivateHelperCopies(LoweringPass):
+    """A kernel's object code calls its own copies of the helpers, whatever else is loaded.
+
+    numba links each helper's code into the kernel as a weak (linkonce_odr) definition.
+    When the helper was also compiled on its own in this process, as happens in every
+    process that compiles rather than loads from the cache, the JIT linker binds the
+    kernel's calls to that standalone copy instead: separately optimized code whose
+    float32 rounding differs in the last bits, so a fit in the process that filled the
+    cache gave other weights than the same fit in every later process. Made internal,
+    just before the object code is emitted (after all optimization), the copies bind
+    locally in both cases.
+    """
+
+    _name = "fastnn_private_helper_copies"
+
+    def __init__(self):
+        LoweringPass.__init__(self)
+
+    def run_pass(self, state):
+        if state.library is None:  # as NativeLowering would create it
+            state.library = state.targetctx.codegen().create_library(
+                state.func_id.func_qualname)
+            state.library.enable_object_caching()
+        library = state.library
+        emit_object = library._finalize_final_module
+
+        def internalize_then_emit():
+            for fn in library._final_module.functions:
+                if not fn.is_declaration and fn.linkage == llvmlite.binding.Linkage.linkonce_odr:
+                    fn.linkage = llvmlite.binding.Linkage.internal
+            emit_object()
+
+        library._finalize_final_module = internalize_then_emit
+        return False  # the IR is unchanged
+
+
+class _KernelCompiler(CompilerBase):
+    def define_pipelines(self):
+        pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pipeline.add_pass_after(_PrivateHelperCopies, AnnotateTypes)  # just before lowering
+        pipeline.finalize()
+        return [pipeline]
+
+
 def kernel(fn):
     """Compile ``fn`` lazily, per dtype, with an on-disk cache."""
-    dispatcher = numba.njit(fn, **_OPTS)
+    dispatcher = numba.njit(fn, pipeline_class=_KernelCompiler, **_OPTS)
     if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT=1: njit returned fn itself
         return dispatcher
     try:
@@ -221,9 +286,41 @@ if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off tw
 # symbol of ours, so compiled code refers to it by name and the on-disk cache stays
 # valid across processes, as numba does for its own helpers.
 _GEMM = {"float64": "fastnn_dgemm", "float32": "fastnn_sgemm"}
+_CYTHON_BLAS = "scipy.linalg.cython_blas"
+
+
+def _cython_blas():
+    # The extension module alone: ``import scipy.linalg.cython_blas`` first runs
+    # scipy.linalg's __init__, which imports most of SciPy (~0.23 s, a third of a warm
+    # start). The module is loaded under its own name, so a later import of scipy.linalg
+    # gets this same module object.
+    module = sys.modules.get(_CYTHON_BLAS)
+    if module is not None:
+        return module
+    scipy_spec = importlib.util.find_spec("scipy")
+    for location in (scipy_spec.submodule_search_locations or []) if scipy_spec else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(location, "linalg", "cython_blas" + suffix)
+            if os.path.isfile(path):
+                loader = importlib.machinery.ExtensionFileLoader(_CYTHON_BLAS, path)
+                spec = importlib.util.spec_from_file_location(_CYTHON_BLAS, path, loader=loader)
+                module = importlib.util.module_from_spec(spec)
+                loader.exec_module(module)
+                sys.modules[_CYTHON_BLAS] = module
+                return module
+    return importlib.import_module(_CYTHON_BLAS)  # an unusual layout: the plain import
+
+
+def _capsule_address(capsule):
+    name = ctypes.pythonapi.PyCapsule_GetName
+    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    pointer.restype, pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    return pointer(capsule, name(capsule))
+
+
 for _blas_name, _symbol in (("dgemm", _GEMM["float64"]), ("sgemm", _GEMM["float32"])):
-    llvmlite.binding.add_symbol(
-        _symbol, get_cython_function_address("scipy.linalg.cython_blas", _blas_name))
+    llvmlite.binding.add_symbol(_symbol, _capsule_address(_cython_blas().__pyx_capi__[_blas_name]))
 
 
 def _gemm_intrinsic(trans_a, trans_b):

@@ -129,6 +129,52 @@ def test_two_processes_filling_an_empty_cache(tmp_path):
     assert again.returncode == 0 and again.stdout == outs[0][0], again.stderr
 
 
+_WARM_SCRIPT = textwrap.dedent("""
+    import hashlib, sys, numpy as np, fastnn
+    X = np.random.default_rng(0).standard_normal((150, 4))  # not sklearn: it imports scipy.linalg
+    y = np.arange(150) % 3
+    digests = []
+    for dtype in {dtypes}:
+        m = fastnn.Sequential([fastnn.Dense(16, "relu"), fastnn.Dense(3, "softmax")],
+                              dtype=dtype, seed=0)
+        m.fit(X, y, epochs=3, batch_size=16)
+        digests.append(hashlib.sha256(b"".join(w.tobytes() for w in m.get_weights())
+                                      + m.predict_proba(X).tobytes()).hexdigest())
+        if dtype == "float64":  # what the warm path skips: numba's registry refresh, scipy.linalg
+            digests.append("registries=%d,scipy.linalg=%d" % ("numba.np.linalg" in sys.modules,
+                                                             "scipy.linalg" in sys.modules))
+    print(" ".join(digests))
+""")
+
+
+@pytest.mark.slow
+def test_warm_start_loads_cached_kernels_and_still_compiles_new_ones(tmp_path):
+    # A warm start rebuilds cached kernels without refreshing numba's typing and lowering
+    # registries and without importing scipy.linalg (kernels/_jit.py); a kernel compiled
+    # after that, in the same process, must still be right. And a fit gives the same
+    # weights whether its kernel was compiled in the process or loaded from the cache
+    # (float32 once differed in the last bits: kernels/_jit.py, _PrivateHelperCopies).
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    runs = {}
+    for name, dtypes in (("compile f64", ["float64"]),
+                         ("load f64, compile f32", ["float64", "float32"]),
+                         ("load f32", ["float32"])):
+        result = _run(_WARM_SCRIPT.format(dtypes=dtypes), env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[name] = result.stdout.split()
+    expected = []
+    data_x, data_y = np.random.default_rng(0).standard_normal((150, 4)), np.arange(150) % 3
+    for dtype in ("float64", "float32"):
+        m = Sequential([Dense(16, "relu"), Dense(3, "softmax")], dtype=dtype, seed=0)
+        m.fit(data_x, data_y, epochs=3, batch_size=16)
+        expected.append(hashlib.sha256(b"".join(w.tobytes() for w in m.get_weights())
+                                       + m.predict_proba(data_x).tobytes()).hexdigest())
+    f64, loaded_modules, f32 = runs["load f64, compile f32"]
+    assert runs["compile f64"][0] == f64 == expected[0]
+    assert loaded_modules == "registries=0,scipy.linalg=0"
+    assert f32 == runs["load f32"][0] == expected[1]
+
+
 _WARN_SCRIPT = textwrap.dedent("""
     import warnings
     warnings.simplefilter("always")
