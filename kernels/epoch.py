@@ -31,14 +31,14 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, inline, kernel, rows_view
+from ._jit import borrowed, inline, inline_ir, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _nesterov, _sgd
 
 
-@inline
+@inline_ir
 def _forward(x, theta, sizes, offsets, acts, work, cap, out):
     # Hidden activations go to work (layer l at rows*cols blocks of capacity cap);
     # the last layer's z goes to out; out is left as the *pre-activation*.
@@ -62,7 +62,7 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
         a_in = z
 
 
-@inline
+@inline_ir
 def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale, grad):
     # Mean loss of one batch (plus the L2 term) and its gradient into grad; with scale
     # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw)).
