@@ -126,7 +126,9 @@ class _PrivateHelperCopies(LoweringPass):
                 state.func_id.func_qualname)
             state.library.enable_object_caching()
         library = state.library
-        emit_object = library._finalize_final_module
+        emit_object = getattr(library, "_finalize_final_module", None)
+        if emit_object is None:  # a numba without this step: results as numba links them
+            return False
 
         def internalize_then_emit():
             for fn in library._final_module.functions:
