@@ -5,9 +5,11 @@ fastmath flags, the error model and caching are set once. Below them: the intrin
 the kernels build their views with (no reference counts), a bit cast, and the direct
 BLAS gemm calls; each has a plain-Python twin that runs under ``NUMBA_DISABLE_JIT=1``.
 
-Kernels compile through a pipeline of ours (:class:`_KernelCompiler`): numba's, plus one
-step that keeps the same results whether a kernel was compiled in the process or loaded
-from the cache (:class:`_PrivateHelperCopies`).
+Kernels and helpers compile through pipelines of ours: numba's, plus one step before
+lowering. A kernel's (:class:`_PrivateHelperCopies`) keeps its results the same whether
+it was compiled in the process or loaded from the cache; a helper's
+(:class:`_LinkOnlyHelper`) skips the optimization and machine code that only kernels'
+copies of it would ever use.
 
 Caching is numba's on-disk cache with four changes, made in :class:`_KernelCache`:
 
@@ -101,18 +103,62 @@ class _KernelCache(FunctionCache):
                                f"{self.cache_path!r} ({type(exc).__name__}: {exc})")
 
 
+def _library_of(state):
+    if state.library is None:  # as numba's NativeLowering would create it
+        state.library = state.targetctx.codegen().create_library(state.func_id.func_qualname)
+        state.library.enable_object_caching()
+    return state.library
+
+
+@register_pass(mutates_CFG=False, analysis_only=False)
+class _LinkOnlyHelper(LoweringPass):
+    """A helper's code runs only as the copies linked into kernels: no code of its own.
+
+    numba optimizes each helper's module (with every helper it calls linked in) and
+    compiles it to machine code, although kernels link the helper's IR and optimize it
+    again with their own, and (see :class:`_PrivateHelperCopies`) call only that copy.
+    Here the helper's library is finalized without either step; the JIT engine gets just
+    its environment pointers, which numba writes when it registers the helper.
+    """
+
+    _name = "fastnn_link_only_helper"
+
+    def __init__(self):
+        LoweringPass.__init__(self)
+
+    def run_pass(self, state):
+        library = _library_of(state)
+        if not all(hasattr(library, name) for name in (
+                "_optimize_final_module", "_finalize_final_module", "_final_module",
+                "_codegen", "_finalized")):
+            return False  # another numba: the helper compiles as numba does
+
+        def define_environments_only():
+            module = library._final_module
+            stub = llvmlite.binding.parse_assembly("\n".join(
+                str(gv) for gv in module.global_variables
+                if not gv.is_declaration and gv.name.startswith("_ZN08NumbaEnv")))
+            stub.triple, stub.data_layout = module.triple, module.data_layout
+            library._codegen._engine.add_module(stub)
+            library._codegen._engine.finalize_object()
+            library._finalized = True
+
+        library._optimize_final_module = lambda: None
+        library._finalize_final_module = define_environments_only
+        return False  # the IR is unchanged
+
+
 @register_pass(mutates_CFG=False, analysis_only=False)
 class _PrivateHelperCopies(LoweringPass):
     """A kernel's object code calls its own copies of the helpers, whatever else is loaded.
 
     numba links each helper's code into the kernel as a weak (linkonce_odr) definition.
-    When the helper was also compiled on its own in this process, as happens in every
-    process that compiles rather than loads from the cache, the JIT linker binds the
-    kernel's calls to that standalone copy instead: separately optimized code whose
-    float32 rounding differs in the last bits, so a fit in the process that filled the
-    cache gave other weights than the same fit in every later process. Made internal,
-    just before the object code is emitted (after all optimization), the copies bind
-    locally in both cases.
+    Where the same function also has a standalone copy in the JIT engine (a helper
+    compiled the ordinary way, or another kernel a kernel calls), the JIT linker binds the
+    kernel's calls to that copy instead: separately optimized code, whose float32
+    rounding differed in the last bits, so a fit in the process that filled the cache
+    gave other weights than the same fit in every later process. Made internal, just
+    before the object code is emitted (after all optimization), the copies bind locally.
     """
 
     _name = "fastnn_private_helper_copies"
@@ -121,11 +167,7 @@ class _PrivateHelperCopies(LoweringPass):
         LoweringPass.__init__(self)
 
     def run_pass(self, state):
-        if state.library is None:  # as NativeLowering would create it
-            state.library = state.targetctx.codegen().create_library(
-                state.func_id.func_qualname)
-            state.library.enable_object_caching()
-        library = state.library
+        library = _library_of(state)
         emit_object = getattr(library, "_finalize_final_module", None)
         if emit_object is None:  # a numba without this step: results as numba links them
             return False
@@ -140,12 +182,18 @@ class _PrivateHelperCopies(LoweringPass):
         return False  # the IR is unchanged
 
 
-class _KernelCompiler(CompilerBase):
-    def define_pipelines(self):
-        pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
-        pipeline.add_pass_after(_PrivateHelperCopies, AnnotateTypes)  # just before lowering
-        pipeline.finalize()
-        return [pipeline]
+def _pipeline_with(lowering_step):
+    class Pipeline(CompilerBase):
+        def define_pipelines(self):
+            pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
+            pipeline.add_pass_after(lowering_step, AnnotateTypes)  # just before lowering
+            pipeline.finalize()
+            return [pipeline]
+    return Pipeline
+
+
+_KernelCompiler = _pipeline_with(_PrivateHelperCopies)
+_HelperCompiler = _pipeline_with(_LinkOnlyHelper)
 
 
 def kernel(fn):
@@ -165,7 +213,8 @@ def inline_exact(fn):
     """Like :func:`inline`, without the reassociation and approximation flags: for
     arithmetic whose rounding is the point (a split constant, a polynomial)."""
     opts = dict(_OPTS, fastmath={"nsz", "contract"})
-    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True, **opts)
+    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True,
+                      pipeline_class=_HelperCompiler, **opts)
 
 
 def inline(fn):
@@ -175,18 +224,18 @@ def inline(fn):
     wrapper: building those for ~26 helpers was about a tenth of a cold W-compile (median
     of five fresh processes 10.7 s without them, 12.2 s with).
     """
-    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True, **_OPTS)
+    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True,
+                      pipeline_class=_HelperCompiler, **_OPTS)
 
 
 def inline_ir(fn):
     """Like :func:`inline`, but spliced into each caller's numba IR before typing.
 
-    For large helpers with one call site per kernel, which LLVM leaves as calls: spliced
-    in, they get no separately optimized and machine-compiled copy of their own. For
-    ``_loss_and_grad`` and ``_forward``: a cold W-compile 0.78x the time (4 alternating
-    fresh processes), a W-tiny epoch 0.93x (20/20 pairs). Not for helpers called from
-    several places, each typed anew: splicing the optimizer, loss, derivative and dense
-    helpers as well made cold starts no faster and a W-tiny epoch 1.19x slower.
+    For large helpers with one call site per kernel, which LLVM leaves as calls. For
+    ``_loss_and_grad`` and ``_forward``: a W-tiny epoch 0.93x the time (20/20 pairs)
+    and, before :class:`_LinkOnlyHelper`, a cold W-compile 0.78x. Not for helpers
+    called from several places, each typed anew: splicing the optimizer, loss,
+    derivative and dense helpers as well made a W-tiny epoch 1.19x slower.
     """
     return numba.njit(fn, inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True,
                       **_OPTS)
