@@ -41,10 +41,9 @@ from numba.core import cgutils
 from numba.core.caching import FunctionCache
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import LoweringPass, register_pass
-from numba.core.typed_passes import AnnotateTypes
 from numba.core.runtime import rtsys
+from numba.core.typed_passes import AnnotateTypes
 from numba.extending import intrinsic
-from numba.np.arrayobj import populate_array
 
 # No nnan/ninf: the API's finiteness checks and the divergence guard still see NaN.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -264,6 +263,9 @@ def _borrowed(typingctx, arr):
 
 def _new_view(context, builder, view_type, data, shape, strides_in_items):
     # An array struct over existing memory, without a meminfo (no reference count).
+    # Imported here, at compile time: numba.np.arrayobj costs ~45 ms of a warm start.
+    from numba.np.arrayobj import populate_array
+
     itemsize = context.get_constant(
         numba.types.intp, context.get_abi_sizeof(context.get_data_type(view_type.dtype)))
     view = context.make_array(view_type)(context, builder)
