@@ -771,6 +771,25 @@ def test_rows_view_is_the_reshaped_slice_and_bounds_checked():
             _copy_rows_view(buf, -1, 1, 2)
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="with the JIT off helpers are Python")
+def test_helpers_compile_link_only():
+    # _LinkOnlyHelper (kernels/_jit.py): a helper's library is finalized without module
+    # optimization or machine code (kernels link its IR and run their own copy); were the
+    # step to stand aside on some numba, the helper's symbol would be in the JIT engine.
+    from fastnn.kernels.activations import _relu_inplace
+
+    args = (numba.types.float64[::1],)
+    _relu_inplace.compile(args)
+    compiled = _relu_inplace.overloads[args]
+    assert compiled.library._finalized
+    assert not compiled.library._codegen._engine.is_symbol_defined(
+        compiled.fndesc.llvm_func_name)
+    z = np.array([[-1.5, 0.0, 2.5]])
+    out = np.empty_like(z)
+    K.relu_forward(z, out)  # a kernel that runs its copy of the helper
+    assert_array_equal(out, [[0.0, 0.0, 2.5]])
+
+
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
 @pytest.mark.parametrize("n, epochs, seed, skip", [
