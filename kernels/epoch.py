@@ -130,10 +130,10 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     return loss / sw_sum + l2 / sw_sum, sw_sum
 
 
-@inline
-def _layer_widths(sizes):
+def _layer_widths_of(sizes):
     # (sum of the widths after the input, the widest of them): the work buffer's layout
-    # per row, shared by workspace_size, _loss_and_grad and run_epochs
+    # per row, shared by workspace_size (in Python) and _loss_and_grad and run_epochs
+    # (compiled, as _layer_widths)
     total = 0
     widest = 0
     for layer in range(1, sizes.shape[0]):
@@ -143,12 +143,14 @@ def _layer_widths(sizes):
     return total, widest
 
 
-@inline
 def _n_params(sizes):
     count = 0
     for layer in range(sizes.shape[0] - 1):
         count += (sizes[layer] + 1) * sizes[layer + 1]
     return count
+
+
+_layer_widths = inline(_layer_widths_of)
 
 
 @inline
@@ -169,9 +171,11 @@ def _finite_rows(x):
     return True
 
 
-@kernel
 def workspace_size(sizes, rows):
     """Length of the ``work`` buffer that :func:`run_epochs` and :func:`loss_grad` need.
+
+    Plain Python (called once per fit): as a kernel it was one more compile in a cold
+    start and one more cache entry to load in a warm one.
 
     Parameters
     ----------
@@ -179,12 +183,13 @@ def workspace_size(sizes, rows):
     rows : int
         The largest batch the buffer must hold.
     """
-    total, widest = _layer_widths(sizes)
+    sizes = np.asarray(sizes)
+    total, widest = _layer_widths_of(sizes)
     # activations + output z + two delta buffers + gathered x, y and sample weights, per
     # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
     # that a diverging epoch restores
-    return (rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
-            + TRANSPOSE_MAX + 3 * _n_params(sizes))
+    return int(rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+               + TRANSPOSE_MAX + 3 * _n_params(sizes))
 
 
 @kernel
