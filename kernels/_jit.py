@@ -149,15 +149,17 @@ class _LinkOnlyHelper(LoweringPass):
 
 @register_pass(mutates_CFG=False, analysis_only=False)
 class _PrivateHelperCopies(LoweringPass):
-    """A kernel's object code calls its own copies of the helpers, whatever else is loaded.
+    """A kernel's object code calls its own copies of the functions it links in.
 
-    numba links each helper's code into the kernel as a weak (linkonce_odr) definition.
-    Where the same function also has a standalone copy in the JIT engine (a helper
-    compiled the ordinary way, or another kernel a kernel calls), the JIT linker binds the
-    kernel's calls to that copy instead: separately optimized code, whose float32
-    rounding differed in the last bits, so a fit in the process that filled the cache
-    gave other weights than the same fit in every later process. Made internal, just
-    before the object code is emitted (after all optimization), the copies bind locally.
+    numba links each compiled callee into a kernel as a weak (linkonce_odr) definition.
+    Where the same function also has a standalone copy in the JIT engine, the JIT linker
+    binds the kernel's calls to that copy instead: separately optimized code, whose
+    float32 rounding differed in the last bits, so a fit in the process that filled the
+    cache gave other weights than the same fit in every later process. Our helpers no
+    longer get standalone code (:class:`_LinkOnlyHelper`), but numba's own overload
+    implementations (``min``, ``max``, ...) do, and so would our helpers on a numba where
+    that step stands aside. Made internal just before the object code is emitted (after
+    all optimization), the copies bind locally whatever else is loaded.
     """
 
     _name = "fastnn_private_helper_copies"

@@ -132,8 +132,8 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
 
 def _layer_widths_of(sizes):
     # (sum of the widths after the input, the widest of them): the work buffer's layout
-    # per row, shared by workspace_size (in Python) and _loss_and_grad and run_epochs
-    # (compiled, as _layer_widths)
+    # per row, shared by workspace_size (in Python) and _loss_and_grad, run_epochs and
+    # predict_forward (compiled, as _layer_widths)
     total = 0
     widest = 0
     for layer in range(1, sizes.shape[0]):
@@ -351,9 +351,8 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
                                                  borrowed(offsets), borrowed(acts),
                                                  borrowed(work), borrowed(out))
     n_layers = sizes.shape[0] - 1
-    hidden = 0
-    for layer in range(1, n_layers):
-        hidden += sizes[layer]
+    total, _ = _layer_widths(sizes)
+    hidden = total - sizes[n_layers]
     cap = x.shape[0]
     if hidden > 0:
         cap = max(1, work.shape[0] // hidden)

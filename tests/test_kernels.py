@@ -771,7 +771,9 @@ def test_rows_view_is_the_reshaped_slice_and_bounds_checked():
             _copy_rows_view(buf, -1, 1, 2)
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="with the JIT off helpers are Python")
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain Python "
+                           "functions with no compiled library to inspect; the main run checks")
 def test_helpers_compile_link_only():
     # _LinkOnlyHelper (kernels/_jit.py): a helper's library is finalized without module
     # optimization or machine code (kernels link its IR and run their own copy); were the
