@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ._jit import inline, kernel
+from ._jit import ADAM_ESTIMATES, adam_estimates, inline, kernel
 
 
 @inline
@@ -51,13 +51,17 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, d
     eps = theta.dtype.type(epsilon)
     a = theta.dtype.type(alpha)
     d = theta.dtype.type(denom)
-    for p in range(theta.shape[0]):
-        g = _batch_grad(grad, theta, p, n_weights, a, d)
-        mp = b1 * m[p] + c1 * g
-        vp = b2 * v[p] + c2 * (g * g)
-        m[p] = mp
-        v[p] = vp
-        theta[p] += neg_step * mp / (np.sqrt(vp) + eps)
+    if ADAM_ESTIMATES:  # a compile-time constant: AVX-512 (kernels/_jit.py)
+        adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, a,
+                       theta.dtype.type(1) / d)
+    else:
+        for p in range(theta.shape[0]):
+            g = _batch_grad(grad, theta, p, n_weights, a, d)
+            mp = b1 * m[p] + c1 * g
+            vp = b2 * v[p] + c2 * (g * g)
+            m[p] = mp
+            v[p] = vp
+            theta[p] += neg_step * mp / (np.sqrt(vp) + eps)
 
 
 @kernel

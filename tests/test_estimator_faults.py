@@ -419,13 +419,15 @@ def test_divergence_keeps_the_last_finite_epoch(name, backend):
 
 
 def test_weights_overflowing_in_the_first_epoch_keep_the_initial_weights(monkeypatch):
-    # With Adam at X ~ 1e200 the numba engine's weights overflow in epoch 1 while the loss
-    # is still finite (the NumPy engine stays finite there): caught all the same.
-    params = dict(hidden_layer_sizes=(5,), max_iter=20, random_state=0, learning_rate_init=1e3)
+    # One full-batch SGD step at learning rate 1e308 on gradients of ~100 overflows the
+    # weights, while the epoch's loss (taken before the step) is still finite: caught all
+    # the same.
+    params = dict(hidden_layer_sizes=(5,), max_iter=20, random_state=0, solver="sgd",
+                  batch_size=len(X), learning_rate_init=1e308)
     est = MLPClassifier(**params)
     with pytest.warns(DivergenceWarning, match=r"at epoch 1 \(loss = [0-9.]+, weights "
                                                r"overflowed\)"):
-        est.fit(X * 1e200, Y)
+        est.fit(X * 100, Y)
     assert est.n_iter_ == 0 and est.loss_curve_ == []
     def idle(self, x, y, sw, orders, hyper, t, totals):  # epochs that do nothing
         totals[:] = 0.0
@@ -434,7 +436,7 @@ def test_weights_overflowing_in_the_first_epoch_keep_the_initial_weights(monkeyp
     monkeypatch.setattr(Trainer, "epochs", idle)
     ref = MLPClassifier(**dict(params, max_iter=1))
     with pytest.warns(ConvergenceWarning):
-        ref.fit(X * 1e200, Y)
+        ref.fit(X * 100, Y)
     assert_array_equal(est._theta, ref._theta)
 
 

@@ -291,6 +291,63 @@ def test_adam_step_by_hand(dtype):
     assert np.all(np.abs(th1 - th0) > 100 * ulp)  # so the step check means something
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_params", [37, 64])
+def test_adam_update_edge_values_match_numpy(rng, dtype, n_params):
+    # Zero, subnormal and overflowing second moments, in the whole-vector part and the
+    # scalar tail of the AVX-512 estimate path alike (8 or 16 lanes; 37 leaves a tail):
+    # sqrt(0) = 0 (step m / eps), sqrt(inf) = inf (step 0: theta unchanged, as in exact
+    # arithmetic), and the estimates' Newton steps must not turn either into NaN.
+    big = np.sqrt(np.finfo(dtype).max) * 4  # its square overflows
+    tiny = np.finfo(dtype).smallest_subnormal * 8
+    theta, m = _normal(rng, n_params, dtype), _normal(rng, n_params, dtype, 0.01)
+    grad = _normal(rng, n_params, dtype)
+    v = rng.uniform(0.0, 1.0, n_params).astype(dtype)
+    for at in (0, 3, 9, n_params - 3):
+        grad[at], v[at] = 0, 0                                 # v' = 0
+        grad[at + 1], v[at + 1] = big, 1                       # v' = inf
+        grad[at + 2], m[at + 2], v[at + 2] = 0, 0.01, tiny     # v' subnormal
+    want = [a.copy() for a in (theta, m, v)]
+    with np.errstate(over="ignore"):  # grad**2 overflowing is the point (JIT off: warns)
+        npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, 1e-8, 2)
+        K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 2)
+    inf_at = [1, 4, 10, n_params - 2]
+    assert np.isinf(v[inf_at]).all()
+    assert_array_equal(theta[inf_at], want[0][inf_at])  # step 0 where v' = inf
+    for got, ref in zip((theta, m, v), want):
+        assert_allclose(got, ref, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("estimates", [True, False], ids=["avx512-estimates", "exact-loop"])
+def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkeypatch):
+    # Both ways of the engine's Adam step: AVX-512's estimates (kernels/_jit.py) and the
+    # exact loop that CPUs without AVX-512 compile (with the JIT off: the NumPy twin and
+    # the loop the coverage job counts). The first n_weights parameters take the L2 term.
+    from fastnn.kernels import optim
+    from fastnn.kernels._jit import ADAM_ESTIMATES
+
+    if estimates and not ADAM_ESTIMATES:
+        pytest.skip("this CPU has no AVX-512: kernels compile the exact loop only")
+    monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
+    # compiled afresh, so that the patched compile-time constant is the one it reads
+    step = numba.njit(getattr(optim._adam, "py_func", optim._adam))
+    n, n_weights, alpha, denom = 45, 29, 1e-3, 24.0
+    theta, grad, m = (_normal(rng, n, dtype) for _ in range(3))
+    v = rng.uniform(0.0, 1.0, n).astype(dtype)
+    g = grad.astype(np.float64)
+    g[:n_weights] += alpha * theta[:n_weights]
+    want = [a.copy() for a in (theta, m, v)]
+    npb.adam_update(want[0], (g / denom).astype(dtype), want[1], want[2], 1e-3, 0.9, 0.999,
+                    1e-8, 4)
+    step(theta, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 4, n_weights, alpha, denom)
+    for got, ref in zip((theta, m, v), want):
+        assert_allclose(got, ref, **TOL[dtype])
+    if not numba.config.DISABLE_JIT:  # and it is the code asked for
+        asm = step.inspect_asm(step.signatures[0])
+        assert ("vrsqrt14" in asm) == estimates
+
 # --- the engine: run_epochs, loss_grad, predict_forward -------------------------------
 HIDDEN = {"relu": K.RELU, "logistic": K.LOGISTIC, "tanh": K.TANH, "identity": K.IDENTITY}
 OUTPUT = {"softmax": (K.SOFTMAX, 3), "logistic": (K.LOGISTIC, 2), "identity": (K.IDENTITY, 2),
@@ -791,6 +848,27 @@ def test_helpers_compile_link_only():
     K.relu_forward(z, out)  # a kernel that runs its copy of the helper
     assert_array_equal(out, [[0.0, 0.0, 2.5]])
 
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): no machine code to inspect; "
+                           "the main run checks")
+def test_adam_takes_the_avx512_estimates_where_the_cpu_has_them():
+    # The engine's Adam step (optim._adam) compiles the exact loop without AVX-512; with
+    # it, the step must take the estimates (_jit.adam_estimates), not fall back silently.
+    from fastnn.kernels._jit import _has_avx512
+    from fastnn.kernels.optim import _adam
+    from numba.core.registry import cpu_target
+
+    @numba.njit
+    def step(theta, grad, m, v):
+        _adam(theta, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 1, 20, 1e-4, 32.0)
+
+    arrays = [np.full(40, 0.5) for _ in range(4)]
+    step(*arrays)
+    asm = step.inspect_asm(step.signatures[0])
+    has = _has_avx512(cpu_target.target_context)
+    assert ("vrsqrt14pd" in asm, "vrcp14pd" in asm) == (has, has)
 
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
