@@ -529,10 +529,6 @@ def _adam_estimates_codegen(context, builder, sig, args):
     masked_store = cgutils.get_or_insert_function(
         module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [vec, ptr, i32, mask_ty]),
         f"llvm.masked.store.{width}.p0")
-    # 512-bit vectors stay whole in this function and the kernels it inlines into (LLVM
-    # splits them on CPUs it tunes for 256-bit vectors, as it does for these).
-    set.add(builder.function.attributes, '"min-legal-vector-width"="512"')
-
     def const(value):
         return llvmlite.ir.Constant(vec, [value] * lanes)
 
@@ -565,6 +561,7 @@ def _adam_estimates_codegen(context, builder, sig, args):
     up, down = const(2.0 ** (2 * k)), const(2.0 ** -k)
     all_lanes = llvmlite.ir.IntType(lanes)((1 << lanes) - 1)
     align = i32(context.get_abi_sizeof(real))
+
     def update(p, active, all_weights):
         # lanes p .. p + lanes - 1; active: the mask of those below n (a partial last
         # vector), or None for a whole one; all_weights: every lane below n_weights
@@ -582,7 +579,8 @@ def _adam_estimates_codegen(context, builder, sig, args):
             else:
                 builder.call(masked_store, [value, x, align, active])
 
-        t_old, g, m_old, v_old = (load(x, fill) for x, fill in zip(ptrs, (zero, zero, zero, one)))
+        t_old, g, m_old, v_old = (load(x, fill)
+                                  for x, fill in zip(ptrs, (zero, zero, zero, one)))
         # weights (the first n_weights parameters) take the L2 term
         if all_weights:
             g = fma(alpha, t_old, g)
