@@ -1,8 +1,9 @@
 """fastnn's Numba kernels (installed as ``fastnn.kernels``).
 
 Kernels take C-contiguous float32/float64 arrays, ints and floats, write into their
-last arguments and return ``None`` or one scalar. They do not validate: the API in
-``fastnn`` checks shapes, dtypes and values before any kernel runs.
+last arguments and return ``None`` or one scalar. An array of another layout raises
+``TypeError`` (their views and BLAS calls assume C order); beyond that they do not
+validate: the API in ``fastnn`` checks shapes, dtypes and values before any kernel runs.
 
 The integer codes (``RELU``, ``OPT_ADAM``, ``HYPER_LR``...) load with this package; the
 kernels themselves, and numba with them, load on first attribute access, so importing

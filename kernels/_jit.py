@@ -41,9 +41,10 @@ import numpy as np
 from numba.core import cgutils
 from numba.core.caching import FunctionCache
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
-from numba.core.compiler_machinery import LoweringPass, register_pass
+from numba.core.compiler_machinery import AnalysisPass, LoweringPass, register_pass
 from numba.core.runtime import rtsys
 from numba.core.typed_passes import AnnotateTypes
+from numba.core.untyped_passes import TranslateByteCode
 from numba.extending import intrinsic
 
 # No nnan/ninf: the API's finiteness checks and the divergence guard still see NaN.
@@ -184,17 +185,44 @@ class _PrivateHelperCopies(LoweringPass):
         return False  # the IR is unchanged
 
 
-def _pipeline_with(lowering_step):
+@register_pass(mutates_CFG=False, analysis_only=True)
+class _ContiguousArrays(AnalysisPass):
+    """A kernel compiles for C-contiguous arrays only.
+
+    Its views and its BLAS calls take every array as C-ordered rows; numba would compile
+    a strided or Fortran-ordered argument all the same, and the kernel would return
+    wrong numbers. The API always passes contiguous buffers; a direct call with another
+    layout gets this TypeError (when numba types the new signature; the kernel's
+    contiguous signatures run as before).
+    """
+
+    _name = "fastnn_contiguous_arrays"
+
+    def __init__(self):
+        AnalysisPass.__init__(self)
+
+    def run_pass(self, state):
+        for name, ty in zip(state.func_id.arg_names, state.args):
+            if isinstance(ty, numba.types.Array) and ty.layout != "C":
+                raise TypeError(
+                    f"fastnn.kernels.{state.func_id.func_name}: {name} must be a C-contiguous "
+                    f"array (np.ascontiguousarray makes one); got {ty}")
+        return False
+
+
+def _pipeline_with(lowering_step, first_step=None):
     class Pipeline(CompilerBase):
         def define_pipelines(self):
             pipeline = DefaultPassBuilder.define_nopython_pipeline(self.state)
+            if first_step is not None:
+                pipeline.add_pass_after(first_step, TranslateByteCode)
             pipeline.add_pass_after(lowering_step, AnnotateTypes)  # just before lowering
             pipeline.finalize()
             return [pipeline]
     return Pipeline
 
 
-_KernelCompiler = _pipeline_with(_PrivateHelperCopies)
+_KernelCompiler = _pipeline_with(_PrivateHelperCopies, _ContiguousArrays)
 _HelperCompiler = _pipeline_with(_LinkOnlyHelper)
 
 

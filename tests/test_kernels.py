@@ -870,6 +870,27 @@ def test_adam_takes_the_avx512_estimates_where_the_cpu_has_them():
     has = _has_avx512(cpu_target.target_context)
     assert ("vrsqrt14pd" in asm, "vrcp14pd" in asm) == (has, has)
 
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain Python "
+                           "there and compute any layout with NumPy; the main run checks")
+@pytest.mark.parametrize("layout", ["strided", "fortran"])
+def test_kernels_reject_arrays_that_are_not_c_contiguous(rng, layout):
+    # The kernels' views and BLAS calls take every array as C-ordered rows: a strided or
+    # Fortran-ordered argument gave wrong numbers without a word; now a TypeError names it.
+    x = rng.standard_normal((8, 10))
+    x = x[:, ::2] if layout == "strided" else np.asfortranarray(x[:, :5])
+    w, b, out = rng.standard_normal((5, 3)), np.zeros(3), np.empty((8, 3))
+    with pytest.raises(TypeError, match=r"^fastnn\.kernels\.dense_forward: x must be a "
+                                        r"C-contiguous array \(np\.ascontiguousarray"):
+        K.dense_forward(x, w, b, out)
+    theta = rng.standard_normal(40)[::2]
+    state = [np.zeros(20) for _ in range(3)]
+    with pytest.raises(TypeError, match=r"adam_update: theta must be a C-contiguous array"):
+        K.adam_update(theta, *state, 1e-3, 0.9, 0.999, 1e-8, 1)
+    K.dense_forward(np.ascontiguousarray(x), w, b, out)  # the same values, contiguous
+    assert_allclose(out, x @ w, **TOL[np.float64])
+
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
 @pytest.mark.parametrize("n, epochs, seed, skip", [
