@@ -527,7 +527,7 @@ _ESTIMATE_STEPS = {"float64": 2, "float32": 1}
 
 
 def _has_avx512(context):
-    # the features numba compiles for: the host's, or NUMBA_CPU_NAME/NUMBA_CPU_FEATURES'
+    # the features numba compiles for: the host's, or those NUMBA_CPU_FEATURES names
     features = getattr(context.codegen(), "_tm_features", "") or ""
     return "+avx512f" in features.split(",")
 
