@@ -849,6 +849,38 @@ def test_helpers_compile_link_only():
     assert_array_equal(out, [[0.0, 0.0, 2.5]])
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): no LLVM modules to "
+                           "optimize; the main run checks")
+def test_function_passes_match_numbas_own():
+    # _jit._optimize_defined_functions runs numba's function passes once per module,
+    # over defined functions only: the IR it leaves must be the IR numba's step leaves.
+    import llvmlite.binding
+    from numba.core.codegen import CPUCodeLibrary
+    from numba.core.registry import cpu_target
+
+    from fastnn.kernels._jit import _optimize_defined_functions
+    from fastnn.kernels.dense import _matmul_bias
+
+    @numba.njit
+    def probe(x, w, b, out):
+        _matmul_bias(x, w, b, out)
+
+    args = (np.ones((3, 4)), np.ones((4, 2)), np.ones(2), np.empty((3, 2)))
+    probe(*args)
+    text = probe.inspect_llvm(probe.signatures[0])
+    codegen = cpu_target.target_context.codegen()
+    ours = codegen.create_library("fastnn_probe")
+    _optimize_defined_functions(ours)
+    if "_optimize_functions" not in vars(ours):
+        pytest.skip("this numba builds its function passes another way; its own step runs")
+    lean, own = (llvmlite.binding.parse_assembly(text) for _ in range(2))
+    assert any(fn.is_declaration for fn in own.functions)  # the ones the lean step skips
+    ours._optimize_functions(lean)
+    CPUCodeLibrary._optimize_functions(codegen.create_library("numba_probe"), own)
+    assert str(lean) == str(own)
+
+
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
                     reason="NUMBA_DISABLE_JIT=1 (the coverage job): no machine code to inspect; "
