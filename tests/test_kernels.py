@@ -294,27 +294,39 @@ def test_adam_step_by_hand(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_params", [37, 64])
-def test_adam_update_edge_values_match_numpy(rng, dtype, n_params):
-    # Zero, subnormal and overflowing second moments, in the whole-vector part and the
-    # scalar tail of the AVX-512 estimate path alike (8 or 16 lanes; 37 leaves a tail):
-    # sqrt(0) = 0 (step m / eps), sqrt(inf) = inf (step 0: theta unchanged, as in exact
-    # arithmetic), and the estimates' Newton steps must not turn either into NaN.
-    big = np.sqrt(np.finfo(dtype).max) * 4  # its square overflows
-    tiny = np.finfo(dtype).smallest_subnormal * 8
+@pytest.mark.parametrize("epsilon", ["default", "tiny"])
+@pytest.mark.parametrize("edge", ["small", "overflow"])
+def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge):
+    # Second moments the AVX-512 estimates (kernels/_jit.py) cannot take as they are, in
+    # whole vectors and the masked last one alike (8 or 16 lanes; 37 leaves a partial
+    # vector). "small": v' = 0 and subnormal v', which stay on the estimates with the
+    # default epsilon (sqrt(v') is far below an ulp of it: step m / eps) and take the
+    # exact square root with an epsilon below that floor. "overflow": v' = inf (step 0,
+    # theta unchanged, as in exact arithmetic) and NaN, whose vectors always take the
+    # exact path; the other lanes there must not turn NaN. Each kind has vectors of its
+    # own, so that the vector's path is the kind's.
+    eps = {"default": 1e-8, "tiny": {np.float64: 1e-300, np.float32: 1e-30}[dtype]}[epsilon]
     theta, m = _normal(rng, n_params, dtype), _normal(rng, n_params, dtype, 0.01)
     grad = _normal(rng, n_params, dtype)
     v = rng.uniform(0.0, 1.0, n_params).astype(dtype)
-    for at in (0, 3, 9, n_params - 3):
-        grad[at], v[at] = 0, 0                                 # v' = 0
-        grad[at + 1], v[at + 1] = big, 1                       # v' = inf
-        grad[at + 2], m[at + 2], v[at + 2] = 0, 0.01, tiny     # v' subnormal
+    if edge == "small":
+        tiny = np.finfo(dtype).smallest_subnormal * 8
+        for at in (1, 17, n_params - 3):
+            grad[at], v[at] = 0, 0                                 # v' = 0
+            grad[at + 1], m[at + 1], v[at + 1] = 0, 0.01, tiny     # v' subnormal
+    else:
+        big = np.sqrt(np.finfo(dtype).max) * 4  # its square overflows
+        for at in (1, n_params - 2):
+            grad[at], v[at] = big, 1                               # v' = inf
+        grad[2] = np.nan                                           # v' = NaN
     want = [a.copy() for a in (theta, m, v)]
-    with np.errstate(over="ignore"):  # grad**2 overflowing is the point (JIT off: warns)
-        npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, 1e-8, 2)
-        K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 2)
-    inf_at = [1, 4, 10, n_params - 2]
-    assert np.isinf(v[inf_at]).all()
-    assert_array_equal(theta[inf_at], want[0][inf_at])  # step 0 where v' = inf
+    with np.errstate(over="ignore", invalid="ignore"):  # the point here (JIT off: warns)
+        npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, eps, 2)
+        K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2)
+    if edge == "overflow":
+        assert np.isinf(v[[1, n_params - 2]]).all()
+        assert_array_equal(theta[[1, n_params - 2]], want[0][[1, n_params - 2]])  # step 0
+        assert np.isnan(theta[2]) and np.isnan(theta).sum() == 1
     for got, ref in zip((theta, m, v), want):
         assert_allclose(got, ref, **TOL[dtype])
 
