@@ -172,7 +172,7 @@ class Predictor:
         if not (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
                 and x.shape[1] == self._n_in and x.strides == self._row_strides
                 and x.shape[0] > 0):
-            x = check_X(x, self._dtype.type, n_features=self._n_in)
+            x = check_X(x, self._dtype.type, n_features=self._n_in, finite=False)
         rows = x.shape[0]
         work = self._work if rows <= self._max_rows else np.empty(
             max(1, min(rows, PREDICT_BLOCK) * self._hidden), dtype=self._dtype)

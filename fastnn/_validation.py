@@ -48,8 +48,12 @@ def check_finite(arr, name):
         raise ValueError(f"{name} contains {what}; remove or impute non-finite values")
 
 
-def check_X(X, dtype, name="X", n_features=None):
-    """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``."""
+def check_X(X, dtype, name="X", n_features=None, finite=True):
+    """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``.
+
+    ``finite=False`` leaves the NaN and infinity test to the caller: for callers whose
+    engine call makes that pass anyway (``predict_forward``).
+    """
     arr = _as_numeric(X, name)
     if arr.ndim != 2:
         raise ValueError(
@@ -64,7 +68,8 @@ def check_X(X, dtype, name="X", n_features=None):
             f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features}"
         )
     out = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite(out, name)
+    if finite:
+        check_finite(out, name)
     return out
 
 

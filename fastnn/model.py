@@ -382,9 +382,12 @@ class Sequential:
     def predict_proba(self, X, /):
         """Output-layer activations: class probabilities (or regression values)."""
         self._check_built("predict_proba")
-        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        # the engine's forward pass tests X for NaN and infinity itself (one pass, not two)
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]), finite=False)
         with blas_threads(self.n_threads):
             out = self._net.predict(X)
+        if out is None:
+            check_finite(X, "X")  # raises, naming NaN or infinity
         if not np.isfinite(out).all():
             raise ValueError("the network's output overflowed to a non-finite value; X holds "
                              f"values up to {np.abs(X).max():.3g}: scale the inputs")

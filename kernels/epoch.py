@@ -153,22 +153,27 @@ def _n_params(sizes):
 _layer_widths = inline(_layer_widths_of)
 
 
+# |v| < inf is false for NaN and for both infinities: compares keep their IEEE meaning
+# under FASTMATH (no nnan, no ninf). One pass with no exit inside, which LLVM vectorizes;
+# a return at the first non-finite element kept the loop scalar: over W-inferB's 10k
+# float32 rows 1.65 ms instead of 5.9 (float64 4-6 ms instead of 7-9.5).
 @inline
 def _finite_1d(a):
-    # inf - inf and NaN - NaN are NaN, finite v - v is 0. Element by element: an
-    # accumulated sum of (v - v) would be folded away under the reassoc flag.
+    inf = a.dtype.type(np.inf)
+    bad = 0
     for p in range(a.shape[0]):
-        if a[p] - a[p] != 0:
-            return False
-    return True
+        bad |= not (abs(a[p]) < inf)
+    return bad == 0
 
 
 @inline
 def _finite_rows(x):
+    inf = x.dtype.type(np.inf)
+    bad = 0
     for i in range(x.shape[0]):
-        if not _finite_1d(x[i]):
-            return False
-    return True
+        for p in range(x.shape[1]):
+            bad |= not (abs(x[i, p]) < inf)
+    return bad == 0
 
 
 def workspace_size(sizes, rows):

@@ -548,9 +548,7 @@ def test_all_finite_matches_numpy(rng, dtype, n, k, bad):
     x[0, 0] = np.finfo(dtype).max  # the largest finite value is finite
     if bad is not None:
         x[-1, -1] = bad
-    # errstate: under NUMBA_DISABLE_JIT=1 the kernel's inf - inf on NumPy scalars warns
-    with np.errstate(invalid="ignore"):
-        got = K.all_finite(x)
+    got = K.all_finite(x)
     assert got is bool(np.isfinite(x).all()) is (bad is None)
 
 
@@ -627,9 +625,8 @@ def test_predict_forward_refuses_non_finite_rows(rng, engine, bad, row):
     x, _, _ = _data(rng, 37, net)
     x[row, 2] = bad
     out = np.full((37, 3), 7.0)
-    with np.errstate(invalid="ignore"):  # as in test_all_finite_matches_numpy
-        done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
-                                      np.empty(37 * 7), out)
+    done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
+                                  np.empty(37 * 7), out)
     assert done is False
     assert_array_equal(out, 7.0)
 
