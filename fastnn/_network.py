@@ -215,7 +215,9 @@ def blas_threads(n_threads):
     if n_threads is None:
         yield
         return
-    import scipy.linalg.cython_blas  # noqa: F401  (load the kernels' BLAS so it is limited too)
+    # SciPy's BLAS, which the kernels call where NumPy brings no OpenBLAS of its own
+    # (kernels/_jit.py): loaded first, so that it is limited too
+    import scipy.linalg.cython_blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=n_threads, user_api="blas"):

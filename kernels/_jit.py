@@ -27,6 +27,7 @@ Caching is numba's on-disk cache with four changes, made in :class:`_KernelCache
 """
 
 import ctypes
+import glob
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -412,10 +413,39 @@ if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off tw
 # BLAS products called directly. numba's np.dot reaches the same OpenBLAS gemm through
 # its own checks and a C helper: 60-115 ns more per call, which at iris' sizes (16x4x16:
 # 61 vs 120 ns, in a compiled loop) is half of each product and ~7 products per batch.
-# The gemm of SciPy's BLAS (the library numba's np.dot uses) is registered under a
-# symbol of ours, so compiled code refers to it by name and the on-disk cache stays
-# valid across processes, as numba does for its own helpers.
-_GEMM = {"float64": "fastnn_dgemm", "float32": "fastnn_sgemm"}
+# The gemm is registered under a symbol of ours, so compiled code refers to it by name
+# and the on-disk cache stays valid across processes, as numba does for its own helpers.
+#
+# Whose gemm: NumPy's, where its wheel's OpenBLAS is loaded (ILP64: 64-bit integer
+# arguments), else SciPy's (the library numba's np.dot uses; 32-bit). Two OpenBLAS
+# libraries each keep a worker thread spinning for a while after every threaded call,
+# so a NumPy product and a kernel call in turn had two spinning workers on two cores:
+# W-inferB's 10k-row predict took 150 ms right after a NumPy-backend predict and 60 ms
+# after its own (the NumPy backend's 159 ms vs 90 ms, likewise). One library, one pool.
+def _numpy_gemm():
+    # {"float64": address, "float32": address} in the OpenBLAS that NumPy loaded, or None.
+    # Only a library this process already has (its path in the memory map): opening
+    # another copy would add a third thread pool, not share one.
+    try:
+        with open("/proc/self/maps") as fh:
+            loaded = fh.read()
+    except OSError:
+        return None
+    libs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))),
+                        "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas64_*"))):
+        if os.path.realpath(path) not in loaded:
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+            return {dtype: ctypes.cast(getattr(lib, f"scipy_{prefix}gemm_64_"),
+                                       ctypes.c_void_p).value
+                    for dtype, prefix in (("float64", "d"), ("float32", "s"))}
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
 _CYTHON_BLAS = "scipy.linalg.cython_blas"
 
 
@@ -449,29 +479,44 @@ def _capsule_address(capsule):
     return pointer(capsule, name(capsule))
 
 
-for _blas_name, _symbol in (("dgemm", _GEMM["float64"]), ("sgemm", _GEMM["float32"])):
-    llvmlite.binding.add_symbol(_symbol, _capsule_address(_cython_blas().__pyx_capi__[_blas_name]))
+_gemm_addresses = _numpy_gemm()
+if _gemm_addresses is not None:
+    BLAS = "numpy-openblas-ilp64"
+    _BLAS_INT_BITS = 64
+    _GEMM = {"float64": "fastnn_dgemm_ilp64", "float32": "fastnn_sgemm_ilp64"}
+else:
+    BLAS = "scipy-lp64"
+    _BLAS_INT_BITS = 32
+    _GEMM = {"float64": "fastnn_dgemm", "float32": "fastnn_sgemm"}
+    _gemm_addresses = {dtype: _capsule_address(_cython_blas().__pyx_capi__[prefix + "gemm"])
+                       for dtype, prefix in (("float64", "d"), ("float32", "s"))}
+for _dtype, _symbol in _GEMM.items():
+    llvmlite.binding.add_symbol(_symbol, _gemm_addresses[_dtype])
+# Compiled code calls the library this process found: a cache entry is valid for that one.
+_SOURCES_STAMP = (_SOURCES_STAMP[0], f"{_SOURCES_STAMP[1]}|{BLAS}")
 
 
 def _gemm_intrinsic(trans_a, trans_b):
     # gemm(a, b, c, m, n, k, lda, ldb, ldc): column-major c = op(a) @ op(b), alpha 1,
-    # beta 0, Fortran calling convention (every argument by pointer, 32-bit ints).
+    # beta 0, Fortran calling convention (every argument by pointer; integers of the
+    # library's width, _BLAS_INT_BITS).
     def codegen(context, builder, sig, args):
         dtype = sig.args[0].dtype
         real = context.get_value_type(dtype)
-        i8, i32 = llvmlite.ir.IntType(8), llvmlite.ir.IntType(32)
+        i8, blas_int = llvmlite.ir.IntType(8), llvmlite.ir.IntType(_BLAS_INT_BITS)
         fnty = llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [
-            i8.as_pointer(), i8.as_pointer(), i32.as_pointer(), i32.as_pointer(),
-            i32.as_pointer(), real.as_pointer(), real.as_pointer(), i32.as_pointer(),
-            real.as_pointer(), i32.as_pointer(), real.as_pointer(), real.as_pointer(),
-            i32.as_pointer()])
+            i8.as_pointer(), i8.as_pointer(), blas_int.as_pointer(), blas_int.as_pointer(),
+            blas_int.as_pointer(), real.as_pointer(), real.as_pointer(), blas_int.as_pointer(),
+            real.as_pointer(), blas_int.as_pointer(), real.as_pointer(), real.as_pointer(),
+            blas_int.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, _GEMM[str(dtype)])
 
         def by_ref(value):
             return cgutils.alloca_once_value(builder, value)
 
         def int_ref(value, ty):
-            return by_ref(builder.trunc(context.cast(builder, value, ty, numba.types.int64), i32))
+            wide = context.cast(builder, value, ty, numba.types.int64)
+            return by_ref(wide if _BLAS_INT_BITS == 64 else builder.trunc(wide, blas_int))
 
         a, b, c = (context.make_array(ty)(context, builder, value=val).data
                    for ty, val in zip(sig.args[:3], args[:3]))

@@ -987,3 +987,29 @@ def test_softmax_exp_within_one_ulp_of_numpy():
     got = np.empty_like(special)
     _exp_all(special, got)
     assert np.isnan(got[0]) and np.array_equal(got[1:], [0.0, 0.0, 0.0])
+
+
+def test_kernels_share_numpys_blas_where_its_wheel_brings_one(rng):
+    # kernels/_jit.py: with NumPy's OpenBLAS in the process, the kernels call its gemm (one
+    # thread pool for NumPy's products and ours, not two spinning workers on two cores).
+    # The same library, called the same way, gives NumPy's products to the bit.
+    import os
+    from fastnn.kernels import _jit
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))),
+                        "numpy.libs")
+    try:
+        with open("/proc/self/maps") as fh:
+            loaded = fh.read()
+    except OSError:
+        pytest.skip("no /proc/self/maps on this platform: the kernels use SciPy's BLAS")
+    if not any("libscipy_openblas64_" in name
+               and os.path.realpath(os.path.join(libs, name)) in loaded
+               for name in (os.listdir(libs) if os.path.isdir(libs) else [])):
+        pytest.skip("this NumPy loads no OpenBLAS of its own wheel: the kernels use SciPy's")
+    assert _jit.BLAS == "numpy-openblas-ilp64"
+    for dtype in DTYPES:
+        x, w = _normal(rng, (37, 53), dtype), _normal(rng, (53, 29), dtype)
+        out = np.empty((37, 29), dtype)
+        K.dense_forward(x, w, np.zeros(29, dtype), out)
+        assert_array_equal(out, x @ w)
