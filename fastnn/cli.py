@@ -74,6 +74,9 @@ def _machine():
         import numba
 
         info["numba"] = numba.__version__
+        from fastnn.kernels import _jit
+
+        info["kernels_blas"] = _jit.BLAS  # whose gemm the kernels call
     except ImportError:  # pragma: no cover - numba is a dependency
         pass
     try:
@@ -84,7 +87,7 @@ def _machine():
             f"{p.get('architecture')})" for p in threadpool_info() if p.get("user_api") == "blas")
         numpy_blas = [p for p in threadpool_info()
                       if p.get("user_api") == "blas" and "numpy" in p.get("filepath", "")]
-        if numpy_blas:  # the BLAS the NumPy backend (and np.dot in the kernels) calls
+        if numpy_blas:  # the BLAS the NumPy backend calls
             info["numpy_blas"] = f"{numpy_blas[0]['internal_api']} {numpy_blas[0]['version']}"
         info["threadpools"] = ", ".join(
             f"{p.get('internal_api')} ({p.get('num_threads')} threads)" for p in threadpool_info())
