@@ -31,7 +31,7 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, inline, inline_ir, kernel, rows_view
+from ._jit import borrowed, flat_view, inline, inline_ir, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
@@ -168,12 +168,7 @@ def _finite_1d(a):
 
 @inline
 def _finite_rows(x):
-    inf = x.dtype.type(np.inf)
-    bad = 0
-    for i in range(x.shape[0]):
-        for p in range(x.shape[1]):
-            bad |= not (abs(x[i, p]) < inf)
-    return bad == 0
+    return _finite_1d(flat_view(x))  # kernels take C-contiguous arrays only
 
 
 def workspace_size(sizes, rows):
