@@ -881,8 +881,18 @@ def test_function_passes_match_numbas_own():
     codegen = cpu_target.target_context.codegen()
     ours = codegen.create_library("fastnn_probe")
     _optimize_defined_functions(ours)
-    if "_optimize_functions" not in vars(ours):
-        pytest.skip("this numba builds its function passes another way; its own step runs")
+    # The lean step replaces numba's where numba's function pass manager takes no
+    # argument and comes with its pass builder (the API it was written against); the
+    # expectation asks numba itself, not the check in _jit.
+    try:
+        made = codegen._function_pass_manager()
+    except (AttributeError, TypeError):
+        made = None
+    replaced = isinstance(made, tuple) and len(made) == 2
+    assert ("_optimize_functions" in vars(ours)) == replaced
+    if not replaced:
+        pytest.skip("this numba builds its function passes another way: its own step runs "
+                    "(checked above), so there is no lean step to compare")
     lean, own = (llvmlite.binding.parse_assembly(text) for _ in range(2))
     assert any(fn.is_declaration for fn in own.functions)  # the ones the lean step skips
     ours._optimize_functions(lean)
@@ -990,9 +1000,10 @@ def test_softmax_exp_within_one_ulp_of_numpy():
 
 
 def test_kernels_share_numpys_blas_where_its_wheel_brings_one(rng):
-    # kernels/_jit.py: with NumPy's OpenBLAS in the process, the kernels call its gemm (one
-    # thread pool for NumPy's products and ours, not two spinning workers on two cores).
-    # The same library, called the same way, gives NumPy's products to the bit.
+    # kernels/_jit.py: with NumPy's own OpenBLAS in the process, the kernels call its gemm
+    # (one thread pool for NumPy's products and ours, not two spinning workers on two
+    # cores), and the same library called the same way gives NumPy's products to the
+    # bit; without one, SciPy's. The expectation reads the process's memory map itself.
     import os
     from fastnn.kernels import _jit
 
@@ -1001,15 +1012,17 @@ def test_kernels_share_numpys_blas_where_its_wheel_brings_one(rng):
     try:
         with open("/proc/self/maps") as fh:
             loaded = fh.read()
-    except OSError:
-        pytest.skip("no /proc/self/maps on this platform: the kernels use SciPy's BLAS")
-    if not any("libscipy_openblas64_" in name
-               and os.path.realpath(os.path.join(libs, name)) in loaded
-               for name in (os.listdir(libs) if os.path.isdir(libs) else [])):
-        pytest.skip("this NumPy loads no OpenBLAS of its own wheel: the kernels use SciPy's")
-    assert _jit.BLAS == "numpy-openblas-ilp64"
+    except OSError:  # no memory map to read: the kernels cannot know, and take SciPy's
+        loaded = ""
+    numpys = any("libscipy_openblas64_" in name
+                 and os.path.realpath(os.path.join(libs, name)) in loaded
+                 for name in (os.listdir(libs) if os.path.isdir(libs) else []))
+    assert _jit.BLAS == ("numpy-openblas-ilp64" if numpys else "scipy-lp64")
     for dtype in DTYPES:
         x, w = _normal(rng, (37, 53), dtype), _normal(rng, (53, 29), dtype)
         out = np.empty((37, 29), dtype)
         K.dense_forward(x, w, np.zeros(29, dtype), out)
-        assert_array_equal(out, x @ w)
+        if numpys:
+            assert_array_equal(out, x @ w)
+        else:
+            assert_allclose(out, x @ w, **TOL[dtype])
