@@ -331,6 +331,16 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
         assert_allclose(got, ref, **TOL[dtype])
 
 
+def _compiles_for_avx512():
+    # llvmlite's own reading of the host (or the features NUMBA_CPU_FEATURES names), not
+    # the check the kernels use (_jit.ADAM_ESTIMATES, which a test below holds to this)
+    import llvmlite.binding
+
+    features = numba.config.CPU_FEATURES
+    return ("+avx512f" in features.split(",") if features
+            else bool(llvmlite.binding.get_host_cpu_features().get("avx512f")))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("estimates", [True, False], ids=["avx512-estimates", "exact-loop"])
 def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkeypatch):
@@ -338,10 +348,10 @@ def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkey
     # exact loop that CPUs without AVX-512 compile (with the JIT off: the NumPy twin and
     # the loop the coverage job counts). The first n_weights parameters take the L2 term.
     from fastnn.kernels import optim
-    from fastnn.kernels._jit import ADAM_ESTIMATES
 
-    if estimates and not ADAM_ESTIMATES:
-        pytest.skip("this CPU has no AVX-512: kernels compile the exact loop only")
+    if estimates and not _compiles_for_avx512():
+        pytest.skip("this CPU has no AVX-512: its intrinsics cannot compile here, and the "
+                    "kernels take the exact loop (that case runs)")
     monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
     # compiled afresh, so that the patched compile-time constant is the one it reads
     step = numba.njit(getattr(optim._adam, "py_func", optim._adam))
@@ -909,13 +919,10 @@ def test_adam_takes_the_avx512_estimates_where_the_cpu_has_them():
     # it, the step must take the estimates (_jit.adam_estimates), not fall back silently.
     # The expectation comes from llvmlite's own reading of the host (or the features
     # NUMBA_CPU_FEATURES names), not from the check the kernels use.
-    import llvmlite.binding
     from fastnn.kernels._jit import ADAM_ESTIMATES
     from fastnn.kernels.optim import _adam
 
-    features = numba.config.CPU_FEATURES
-    has = ("+avx512f" in features.split(",") if features
-           else bool(llvmlite.binding.get_host_cpu_features().get("avx512f")))
+    has = _compiles_for_avx512()
     assert ADAM_ESTIMATES == has
 
     @numba.njit
