@@ -1,5 +1,7 @@
 """One training epoch per workload, numba engine vs the NumPy baseline."""
 
+from fastnn._workloads import executed_flops, gemm_peak
+
 from .common import WORKLOADS, load, make_model, make_pair, median_seconds, skip_in_quick_mode
 
 
@@ -54,3 +56,37 @@ class TrainEpoch:
         return model.evaluate(X, y)["accuracy"]
 
     track_test_accuracy.unit = "accuracy"
+
+
+class MachineLimit:
+    """W-large against the machine: executed FLOP/s of a fit, and that as a fraction of
+    the gemm peak measured in the same process (issue 4's goal: >= 0.8)."""
+
+    params = (["W-large"],)
+    param_names = ["workload"]
+    timeout = 900
+    number = 1
+    repeat = 1  # each track_ call times several fits itself
+
+    def setup(self, workload):
+        skip_in_quick_mode(workload)
+        spec = WORKLOADS[workload]
+        self.X, self.y, _, _ = load(workload)
+        self.model = make_model(workload, "numba")
+        self.kw = dict(epochs=spec.epochs, batch_size=spec.batch_size)
+        self.model.fit(self.X, self.y, **self.kw)  # compile here
+        self.dtype = spec.dtype
+
+    def _gflops(self, workload):
+        seconds = median_seconds(lambda: self.model.fit(self.X, self.y, **self.kw))
+        return executed_flops(workload) * self.kw["epochs"] / seconds / 1e9
+
+    def track_executed_gflops(self, workload):
+        return self._gflops(workload)
+
+    track_executed_gflops.unit = "GFLOP/s"
+
+    def track_fraction_of_gemm_peak(self, workload):
+        return self._gflops(workload) / gemm_peak(self.dtype)
+
+    track_fraction_of_gemm_peak.unit = "fraction of gemm peak"

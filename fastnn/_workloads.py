@@ -61,6 +61,89 @@ def make_model(name, backend, seed=0):
                              dtype=spec.dtype, seed=seed)
 
 
+def layer_sizes(name):
+    """Widths of workload ``name``'s network, input first."""
+    spec = WORKLOADS[name]
+    X, y, _, _ = load(name)
+    return (X.shape[1], *spec.hidden, len(np.unique(y)))
+
+
+def executed_flops(name):
+    """Floating-point operations one epoch of training workload ``name`` executes.
+
+    WORKLOADS.md's count: per sample 2 * n_weights for the forward products, as many for
+    the weight gradients, and 2 * (n_weights - the first layer's) for the input gradients
+    (the input layer gets none); biases, activations, loss and updates are left out.
+    """
+    sizes = layer_sizes(name)
+    nw = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    return float(load(name)[0].shape[0] * (6 * sum(nw) - 2 * nw[0]))
+
+
+def gemm_peak(dtype, threads=None, n=2048, repeats=5):
+    """GFLOP/s of an ``n x n x n`` product in NumPy's BLAS (the kernels call the same
+    OpenBLAS where NumPy's wheel brings one): the machine's practical gemm limit.
+
+    ``threads`` caps the BLAS threads for the measurement (None: as configured). The
+    median of ``repeats`` products after one untimed one.
+    """
+    import statistics
+    import time
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype)
+    limit = nullcontext() if threads is None else threadpool_limits(threads, user_api="blas")
+    times = []
+    with limit:
+        np.dot(a, b, out)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.dot(a, b, out)
+            times.append(time.perf_counter() - start)
+    return 2.0 * n ** 3 / statistics.median(times) / 1e9
+
+
+def products_seconds(name, repeats=7):
+    """Seconds one epoch of ``name`` spends in its matrix products alone, timed product by
+    product through NumPy's BLAS at the epoch's shapes (full batches; the remainder batch
+    counted as a full one): the epoch's floor while those products go through this BLAS.
+    Each product is the median of ``repeats`` calls into a preallocated output.
+    """
+    import statistics
+    import time
+
+    spec = WORKLOADS[name]
+    sizes = layer_sizes(name)
+    rows = spec.batch_size
+    dtype = np.dtype(spec.dtype)
+    rng = np.random.default_rng(0)
+    acts = [rng.standard_normal((rows, s)).astype(dtype) for s in sizes]
+    deltas = [rng.standard_normal((rows, s)).astype(dtype) for s in sizes[1:]]
+    weights = [rng.standard_normal((a, b)).astype(dtype)
+               for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    products = []
+    for layer, w in enumerate(weights):
+        products.append((acts[layer], w, np.empty((rows, w.shape[1]), dtype)))  # forward
+        products.append((acts[layer].T, deltas[layer], np.empty_like(w)))      # weight grad
+        if layer > 0:                                                          # input grad
+            products.append((deltas[layer], w.T, np.empty((rows, w.shape[0]), dtype)))
+    batch = 0.0
+    for a, b, out in products:
+        np.dot(a, b, out)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.dot(a, b, out)
+            times.append(time.perf_counter() - start)
+        batch += statistics.median(times)
+    n = load(name)[0].shape[0]
+    return batch * -(-n // rows)
+
+
 # --- inference, compile and estimator workloads (added; the three above stay as they are) ---
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ def _machine():
 # Goals of issue 4 (ratios vs the NumPy backend, measured side by side) and issue 3
 # (scikit-learn time / fastnn time). Printed next to the numbers with met / NOT met.
 TRAIN_GOALS = {"W-tiny": 50.0, "W-small": 4.0, "W-large": 1.7, "W-inferB": 1.0}
+PEAK_FRACTION_GOAL = 0.8      # W-large's executed FLOP/s against the machine's gemm peak
 INFER1_GOAL_S = 2e-6          # W-infer1 through a compiled predictor
 COMPILE_GOALS_S = {"warm": 0.5, "cold": 5.0}
 ESTIMATOR_GOALS = {"digits (128,64)": 7.0, "iris (16,16)": 50.0, "predict_proba 1 row": 10.0}
@@ -252,13 +253,44 @@ def _bench_train(name, args):
                        # after all timed fits; numba also had the warm-up epoch
                        "epochs": {"numba": 1 + args.repeats * spec.epochs,
                                   "numpy": args.repeats * spec.epochs}}
-    if name == "W-large":  # executed FLOPs: forward, weight and input gradients
-        sizes = (X.shape[1], *spec.hidden, len(np.unique(y)))
-        nw = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-        flops = X.shape[0] * (6 * sum(nw) - 2 * nw[0])
-        for engine in ("numba", "numpy"):
-            row[engine]["gflops"] = flops / row[engine]["median_s"] / 1e9
+    if name == "W-large":
+        row["machine_limit"] = _machine_limit(name, spec.dtype, row)
     return row
+
+
+def _machine_limit(name, dtype, row):
+    """Executed GFLOP/s of each engine against this machine's gemm peak, measured now (the
+    goal is a fraction of it), and the epoch's products alone through the same BLAS."""
+    from fastnn._workloads import executed_flops, gemm_peak, products_seconds
+
+    flops = executed_flops(name)
+    _settle()
+    limit = {"executed_gflop_per_epoch": flops / 1e9,
+             "gemm_peak_gflops": gemm_peak(dtype),
+             "gemm_peak_1thread_gflops": gemm_peak(dtype, threads=1),
+             "products_only_s": products_seconds(name), "goal_fraction": PEAK_FRACTION_GOAL}
+    limit["products_only_gflops"] = flops / limit["products_only_s"] / 1e9
+    for engine in ("numba", "numpy", "sklearn"):
+        if engine in row:
+            row[engine]["gflops"] = flops / row[engine]["median_s"] / 1e9
+            row[engine]["fraction_of_peak"] = row[engine]["gflops"] / limit["gemm_peak_gflops"]
+    return limit
+
+
+def _print_machine_limit(name, row):
+    limit = row["machine_limit"]
+    peak = limit["gemm_peak_gflops"]
+    fast = row["numba"]
+    met = fast["fraction_of_peak"] >= limit["goal_fraction"]
+    print(f"{name:9} executed {limit['executed_gflop_per_epoch']:.0f} GFLOP/epoch: numba "
+          f"{fast['gflops']:.0f} GFLOP/s = {100 * fast['fraction_of_peak']:.0f}% of the gemm "
+          f"peak measured now ({peak:.0f} GFLOP/s on all threads, "
+          f"{limit['gemm_peak_1thread_gflops']:.0f} on one); goal >= "
+          f"{100 * limit['goal_fraction']:.0f}%: {'met' if met else 'NOT met'}")
+    print(f"{'':9} the epoch's products alone through this BLAS: "
+          f"{_fmt(limit['products_only_s'])} = {limit['products_only_gflops']:.0f} GFLOP/s "
+          f"({100 * limit['products_only_gflops'] / peak:.0f}% of the peak); NumPy backend "
+          f"{row['numpy']['gflops']:.0f} GFLOP/s")
 
 
 def _bench_infer(name, args):
@@ -421,6 +453,8 @@ def bench(args):
             row = _bench_train(name, args)
             results["workloads"][name] = row
             _print_rows(name, row, goal=row["goal_speedup"])
+            if "machine_limit" in row:
+                _print_machine_limit(name, row)
         elif name in INFER_WORKLOADS:
             row = _bench_infer(name, args)
             results["workloads"][name] = row

@@ -30,7 +30,7 @@ def test_asv_quick_dry_run(tmp_path):
                  "PredictBatch.track_rows_per_second",
                  "CompileCold.timeraw_import_and_first_fit",
                  "CompileWarm.timeraw_import_and_first_fit",
-                 "EstimatorFit.track_speedup"):
+                 "EstimatorFit.track_speedup", "MachineLimit.track_fraction_of_gemm_peak"):
         assert name in result.stdout, name
     # Quick mode skips exactly the W-large data set's workloads, with the reason.
     assert "W-large is skipped when FASTNN_BENCH_QUICK=1" in result.stdout

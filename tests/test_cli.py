@@ -162,3 +162,52 @@ def test_plot_report_chart_and_markdown(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(report))
     assert plot_report.main([str(tmp_path / "r.json"), str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_executed_flops_follow_workloads_md():
+    from fastnn._workloads import executed_flops
+
+    # per sample: 2 nw forward + 2 nw weight gradients + 2 (nw - first layer) input
+    # gradients; W-large: ~2.41 MFLOP a sample, ~145 GFLOP an epoch (WORKLOADS.md)
+    nw = [4 * 16, 16 * 16, 16 * 3]
+    assert executed_flops("W-tiny") == 150 * (6 * sum(nw) - 2 * nw[0])
+    nw = [64 * 128, 128 * 64, 64 * 10]
+    assert executed_flops("W-small") == 1437 * (6 * sum(nw) - 2 * nw[0])
+
+
+@pytest.mark.slow
+def test_executed_flops_of_w_large():
+    from fastnn._workloads import executed_flops
+
+    assert executed_flops("W-large") / 60000 == pytest.approx(2.41e6, rel=2e-3)
+
+
+def test_gemm_peak_and_products_are_measured():
+    import numpy as np
+
+    from fastnn._workloads import gemm_peak, products_seconds
+
+    for dtype in (np.float32, np.float64):
+        for threads in (None, 1):
+            rate = gemm_peak(dtype, threads=threads, n=128, repeats=2)
+            assert np.isfinite(rate) and rate > 0.01  # GFLOP/s: no machine is below that
+    seconds = products_seconds("W-tiny", repeats=2)
+    assert 0 < seconds < 1  # 8 products of <= 16x16x16 for each of 10 batches
+
+
+@pytest.mark.parametrize("fraction, verdict", [(0.5, "NOT met"), (0.85, "met")])
+def test_machine_limit_line_gives_the_peak_fraction(capsys, fraction, verdict):
+    from fastnn.cli import _print_machine_limit
+
+    peak = 300.0
+    row = {"numba": {"gflops": fraction * peak, "fraction_of_peak": fraction},
+           "numpy": {"gflops": 60.0},
+           "machine_limit": {"executed_gflop_per_epoch": 144.4, "gemm_peak_gflops": peak,
+                             "gemm_peak_1thread_gflops": 150.0, "products_only_s": 0.6,
+                             "products_only_gflops": 240.7, "goal_fraction": 0.8}}
+    _print_machine_limit("W-large", row)
+    out = capsys.readouterr().out
+    assert (f"numba {fraction * peak:.0f} GFLOP/s = {100 * fraction:.0f}% of the gemm peak "
+            f"measured now (300 GFLOP/s on all threads, 150 on one); goal >= 80%: {verdict}\n"
+            in out)
+    assert "products alone through this BLAS: 600.00 ms = 241 GFLOP/s (80% of the peak)" in out
