@@ -423,6 +423,36 @@ def test_string_labels_parity(task):
     _assert_same_run(fa, sk, X)
 
 
+def test_dataframe_input_matches_sklearn():
+    # Column names become feature_names_in_; later inputs are held to them as scikit-learn
+    # holds its own: the same run, the same warning for an array, the same error for
+    # other names. A Series target and a one-column frame for the regressor.
+    import pandas as pd
+
+    X, y, _ = _task("multiclass-iris")
+    columns = ["sepal length", "sepal width", "petal length", "petal width"]
+    frame = pd.DataFrame(X, columns=columns)
+    params = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=4)
+    sk, fa = SkMLPClassifier(**params), MLPClassifier(**params)
+    assert _fit_recording(fa, frame, pd.Series(y)) == _fit_recording(sk, frame, pd.Series(y))
+    assert fa.feature_names_in_.dtype == object
+    assert_array_equal(fa.feature_names_in_, sk.feature_names_in_)
+    _assert_same_run(fa, sk, frame)
+    for est in (fa, sk):
+        with pytest.warns(UserWarning, match="X does not have valid feature names, but "
+                                             "MLPClassifier was fitted with feature names"):
+            est.predict(X)
+        with pytest.raises(ValueError, match="The feature names should match those that "
+                                             "were passed during fit"):
+            est.predict(frame[columns[::-1]])
+    Xr, yr, _ = _task("regression")
+    frame = pd.DataFrame(Xr, columns=[f"f{i}" for i in range(Xr.shape[1])])
+    sk, fa = SkMLPRegressor(**params), MLPRegressor(**params)
+    target = pd.DataFrame({"target": yr})
+    assert _fit_recording(fa, frame, target) == _fit_recording(sk, frame, target)
+    _assert_same_run(fa, sk, frame)
+
+
 def test_input_forms_match_and_bad_input_raises():
     X, y, _ = _task("multiclass-iris")
     fa = MLPClassifier(hidden_layer_sizes=(6,), random_state=0, max_iter=3)
