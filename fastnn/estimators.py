@@ -70,7 +70,16 @@ from sklearn.utils.optimize import _check_optimize_result
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from fastnn import kernels as K
-from fastnn._network import Network, Trainer, blas_threads, epochs_per_call, make_hyper
+from fastnn._network import (
+    Network,
+    Trainer,
+    aligned_copy,
+    aligned_empty,
+    aligned_zeros,
+    blas_threads,
+    epochs_per_call,
+    make_hyper,
+)
 from fastnn._validation import check_dtype
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
@@ -153,8 +162,13 @@ class _OptimizerState:
         self.beta_2 = est.beta_2
         self.epsilon = est.epsilon
         self.steps = 0
-        self.m = np.zeros(n_params, dtype=dtype)
-        self.v = np.zeros(n_params, dtype=dtype)
+        self.m = aligned_zeros(n_params, dtype)
+        self.v = aligned_zeros(n_params, dtype)
+
+    def __setstate__(self, state):
+        # unpickled arrays come from NumPy's allocator: realign what the kernels stream
+        self.__dict__.update(state)
+        self.m, self.v = aligned_copy(self.m), aligned_copy(self.v)
 
     @property
     def code(self):
@@ -366,8 +380,8 @@ class _BaseMLP(BaseEstimator):
             if np.shape(a) != b.shape:
                 raise ValueError(f"parameter array {i} has shape {np.shape(a)}, expected "
                                  f"{b.shape}")
-        self._theta = np.concatenate([np.asarray(a, dtype=self._theta.dtype).ravel()
-                                      for a in live])
+        self._theta = aligned_copy(np.concatenate([np.asarray(a, dtype=self._theta.dtype).ravel()
+                                                   for a in live]))
         self._bind_views()
 
     def _initialize(self, layer_units, dtype, random_state):
@@ -455,8 +469,8 @@ class _BaseMLP(BaseEstimator):
         sw = (np.ones(X.shape[0], dtype=dtype) if sample_weight is None
               else np.ascontiguousarray(sample_weight, dtype=dtype))
         hyper = make_hyper(dtype, alpha=self.alpha)
-        work = np.empty(int(net.engine.workspace_size(net.sizes, X.shape[0])), dtype=dtype)
-        grad = np.empty_like(net.theta)
+        work = aligned_empty(int(net.engine.workspace_size(net.sizes, X.shape[0])), dtype)
+        grad = aligned_empty(net.theta.shape[0], dtype)
 
         def loss_and_grad(packed):
             net.theta[...] = packed
@@ -966,7 +980,7 @@ class _BaseMLP(BaseEstimator):
             if arr.shape != theta.shape or arr.dtype != theta.dtype:
                 raise ModelFileError(f"{name} has shape {arr.shape} and dtype {arr.dtype}; "
                                      f"the weights have {theta.shape} {theta.dtype}")
-            return np.ascontiguousarray(arr).copy()
+            return aligned_copy(arr)
 
         if "best_theta" in arrays:
             est._best_theta = same_as_theta("best_theta")
@@ -988,7 +1002,7 @@ class _BaseMLP(BaseEstimator):
         est._sizes = np.asarray(sizes, dtype=np.int64)
         est._acts = np.asarray([_HIDDEN_CODES[est.activation]] * (len(sizes) - 2)
                                + [_OUTPUT_CODES[out_activation]], dtype=np.int64)
-        est._theta = np.ascontiguousarray(theta).copy()
+        est._theta = aligned_copy(theta)
         est._bind_views()
         return est
 

@@ -16,6 +16,7 @@ from fastnn._network import (
     ACTIVATION_CODES,
     Network,
     Trainer,
+    aligned_copy,
     blas_threads,
     epochs_per_call,
     make_hyper,
@@ -544,7 +545,7 @@ class Sequential:
                 raise ModelFileError("saved optimizer state does not match the weights")
             model._trainer = Trainer(model._net, check_positive_int(header["batch_size"],
                                                                     "batch_size"),
-                                     model._opt_code(), tuple(a.copy() for a in state))
+                                     model._opt_code(), tuple(aligned_copy(a) for a in state))
         return model
 
     def __repr__(self):

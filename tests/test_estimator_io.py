@@ -147,6 +147,29 @@ def test_feature_names_round_trip(tmp_path):
             model.predict(X)
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_weights_and_state_start_on_cache_lines(tmp_path, solver):
+    # The kernels stream theta and the optimizer state: 64-byte aligned after a fit, a
+    # load, and the repacking that follows unpickling (see fastnn/_network.py).
+    import pickle
+
+    def aligned(est):
+        arrays = [est._theta]
+        if solver != "lbfgs":
+            arrays += [est._optimizer.m, est._optimizer.v]
+        return all(a.ctypes.data % 64 == 0 for a in arrays)
+
+    est = MLPClassifier(hidden_layer_sizes=(7,), solver=solver, max_iter=3,
+                        random_state=0).fit(X, Y)
+    assert aligned(est)
+    est.save(tmp_path / "m.npz")
+    assert aligned(fastnn.load(tmp_path / "m.npz"))
+    back = pickle.loads(pickle.dumps(est))
+    back.predict(X)
+    assert aligned(back)
+    assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+
+
 def test_save_refuses_what_it_cannot_store(tmp_path):
     with pytest.raises(NotFittedError):
         MLPClassifier().save(tmp_path / "never.npz")

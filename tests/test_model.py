@@ -458,3 +458,38 @@ def test_estimator_n_threads_is_a_parameter():
     assert clf.predict(X).shape == (150,)
     with pytest.raises(ValueError, match="'n_threads' parameter"):
         fastnn.MLPClassifier(n_threads=0).fit(X, y)
+
+
+def _line_aligned(a):
+    return a.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 3, 17, 1000])
+def test_aligned_buffers(dtype, n):
+    from fastnn._network import aligned_copy, aligned_empty, aligned_zeros
+
+    for a in (aligned_empty(n, dtype), aligned_zeros(n, dtype),
+              aligned_copy(np.arange(n, dtype=dtype)[::-1])):
+        assert a.shape == (n,) and a.dtype == dtype and a.flags.c_contiguous
+        assert n == 0 or _line_aligned(a)
+    assert not aligned_zeros(n, dtype).any()
+    assert_array_equal(aligned_copy(np.arange(n, dtype=dtype)[::-1]),
+                       np.arange(n, dtype=dtype)[::-1])
+
+
+def test_engine_buffers_start_on_cache_lines(iris, tmp_path):
+    # Every buffer the kernels stream: the weights, the gradient, the optimizer state and
+    # the work buffer of a fit, a loaded model's, and a compiled predictor's copies.
+    Xtr, ytr, _, _ = iris
+    model = iris_model()
+    model.fit(Xtr, ytr, epochs=2, batch_size=16)
+    trainer = model._trainer
+    for a in (model._net.theta, trainer.grad, trainer.work, trainer.m, trainer.v):
+        assert _line_aligned(a)
+    predictor = model.compile_predictor()
+    assert _line_aligned(predictor._theta) and _line_aligned(predictor._work)
+    model.save(tmp_path / "m.npz")
+    back = fastnn.load(tmp_path / "m.npz")
+    for a in (back._net.theta, back._trainer.m, back._trainer.v):
+        assert _line_aligned(a)
