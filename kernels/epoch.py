@@ -150,7 +150,15 @@ def _n_params(sizes):
     return count
 
 
+def _padded_rows_of(rows):
+    # Row capacity of the work buffer's blocks: a multiple of 16, so that each block
+    # (rows x any width) starts on a 64-byte line in float32 and float64 alike, as the
+    # buffer itself does (fastnn._network.ALIGNMENT).
+    return (rows + 15) // 16 * 16
+
+
 _layer_widths = inline(_layer_widths_of)
+_padded_rows = inline(_padded_rows_of)
 
 
 # |v| < inf is false for NaN and for both infinities: compares keep their IEEE meaning
@@ -184,6 +192,7 @@ def workspace_size(sizes, rows):
         The largest batch the buffer must hold.
     """
     sizes = np.asarray(sizes)
+    rows = _padded_rows_of(rows)
     total, widest = _layer_widths_of(sizes)
     # activations + output z + two delta buffers + gathered x, y and sample weights, per
     # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
@@ -217,7 +226,7 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
     """
     return _loss_and_grad(borrowed(x), borrowed(y), borrowed(sw), borrowed(theta),
                           borrowed(sizes), borrowed(offsets), borrowed(acts), borrowed(hyper),
-                          borrowed(work), x.shape[0], True, borrowed(grad))[0]
+                          borrowed(work), _padded_rows(x.shape[0]), True, borrowed(grad))[0]
 
 
 @kernel
@@ -270,7 +279,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     n_layers = sizes.shape[0] - 1
     n_in = sizes[0]
     n_out = sizes[n_layers]
-    cap = batch_size
+    cap = _padded_rows(batch_size)
     widths, widest = _layer_widths(sizes)
     x_pos = cap * (widths + 2 * widest) + TRANSPOSE_MAX  # after _loss_and_grad's part
     y_pos = x_pos + cap * n_in
