@@ -49,7 +49,7 @@ from numba.core.typed_passes import AnnotateTypes
 from numba.core.untyped_passes import TranslateByteCode
 from numba.extending import intrinsic
 
-from ._codes import ADAM_EPS_FLOOR, SMALLEST_NORMAL
+from ._codes import ADAM_EPS_FLOOR
 
 # No nnan/ninf: the API's finiteness checks and the divergence guard still see NaN.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -686,12 +686,6 @@ def _adam_estimates_codegen(context, builder, sig, args):
         builder.fcmp_ordered(">=", eps_scalar, real(ADAM_EPS_FLOOR[dtype])),
         builder.fcmp_ordered("<", eps_scalar, real(float("inf"))))
     careful_below = builder.select(eps_regular, zero, v_floor)
-    # Moments below the smallest normal are stored as 0 where epsilon is regular (see
-    # kernels/_codes.py); flush_below is 0 elsewhere, which flushes nothing.
-    flush_below = splat(builder.select(eps_regular, real(SMALLEST_NORMAL[dtype]), real(0.0)),
-                        vec)
-    fabs_fn = cgutils.get_or_insert_function(
-        module, llvmlite.ir.FunctionType(vec, [vec]), f"llvm.fabs.{width}")
     infinity = const(float("inf"))
     mask_bits = llvmlite.ir.IntType(lanes)
 
@@ -724,9 +718,6 @@ def _adam_estimates_codegen(context, builder, sig, args):
         g = builder.fmul(g, inv)
         m_new = fma(b1, m_old, builder.fmul(c1, g))
         v_new = fma(b2, v_old, builder.fmul(c2, builder.fmul(g, g)))
-        m_new = builder.select(builder.fcmp_ordered("<", builder.call(fabs_fn, [m_new]),
-                                                    flush_below), zero, m_new)
-        v_new = builder.select(builder.fcmp_ordered("<", v_new, flush_below), zero, v_new)
         store(m_new, ptrs[2])
         store(v_new, ptrs[3])
         careful = builder.or_(builder.fcmp_unordered("uge", v_new, infinity),
@@ -789,17 +780,12 @@ def adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, 
     """One Adam step over all of ``theta``, in place, on AVX-512's estimates (see above):
     ``g = (grad + alpha * theta) * inv`` for the first ``n_weights`` parameters and
     ``grad * inv`` for the rest, then Adam's moments and step with the bias-corrected
-    ``neg_step``; moments below the smallest normal stored as 0 where ``eps`` is regular
-    (kernels/_codes.py). Used where :data:`ADAM_ESTIMATES`; this JIT-off twin is exact."""
+    ``neg_step``. Used where :data:`ADAM_ESTIMATES`; this JIT-off twin is exact."""
     g = grad.copy()
     g[:n_weights] += alpha * theta[:n_weights]
     g *= inv
     m[:] = b1 * m + c1 * g
     v[:] = b2 * v + c2 * (g * g)
-    name = theta.dtype.name
-    if ADAM_EPS_FLOOR[name] <= eps < np.inf:  # stored as 0 below the smallest normal
-        m[np.abs(m) < SMALLEST_NORMAL[name]] = 0
-        v[v < SMALLEST_NORMAL[name]] = 0
     theta += neg_step * m / (np.sqrt(v) + eps)
 
 

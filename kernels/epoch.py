@@ -35,7 +35,7 @@ from ._jit import borrowed, flat_view, inline, inline_ir, kernel, rows_view
 from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
 from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
-from .optim import _adam, _nesterov, _sgd
+from .optim import _adam, _flush_subnormal_state, _nesterov, _sgd
 
 
 @inline_ir
@@ -238,7 +238,9 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     Epoch ``e``'s batch ``k`` holds samples ``orders[e, k * batch_size : (k + 1) *
     batch_size]``; the last batch may be shorter. An epoch whose loss or weights come out
     NaN or infinite is undone: ``theta``, ``m`` and ``v`` go back to their values at its
-    start, and no later epoch runs.
+    start, and no later epoch runs. After each epoch, entries of ``m`` and ``v`` below
+    the smallest normal number are set to 0 (Adam's where ``epsilon`` is at least
+    ``ADAM_EPS_FLOOR``; kernels/_codes.py says why).
 
     Parameters
     ----------
@@ -322,6 +324,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
                 _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
             else:
                 _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
+        _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
         totals[epoch] = total
         if not (total - total == 0.0 and _finite_1d(theta)):
             for p in range(n_params):

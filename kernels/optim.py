@@ -5,27 +5,11 @@ import numpy as np
 from ._codes import (
     ADAM_EPS_FLOOR_F32,
     ADAM_EPS_FLOOR_F64,
+    OPT_ADAM,
     SMALLEST_NORMAL_F32,
     SMALLEST_NORMAL_F64,
 )
 from ._jit import ADAM_ESTIMATES, adam_estimates, inline, kernel
-
-
-@inline
-def _smallest_normal(theta):
-    # Optimizer state below it is stored as 0 (kernels/_codes.py says why).
-    if theta.itemsize == 4:
-        return theta.dtype.type(SMALLEST_NORMAL_F32)
-    return theta.dtype.type(SMALLEST_NORMAL_F64)
-
-
-@inline
-def _adam_flush_below(theta, epsilon):
-    # _smallest_normal where epsilon is regular for Adam's flush, else 0: nothing flushed
-    floor = ADAM_EPS_FLOOR_F32 if theta.itemsize == 4 else ADAM_EPS_FLOOR_F64
-    if floor <= epsilon < np.inf:
-        return _smallest_normal(theta)
-    return theta.dtype.type(0)
 
 
 @inline
@@ -43,11 +27,8 @@ def _sgd(theta, grad, velocity, lr, momentum, n_weights, alpha, denom):
     eta = theta.dtype.type(lr)
     a = theta.dtype.type(alpha)
     d = theta.dtype.type(denom)
-    tiny = _smallest_normal(theta)
-    zero = theta.dtype.type(0)
     for p in range(theta.shape[0]):
         u = mu * velocity[p] - eta * _batch_grad(grad, theta, p, n_weights, a, d)
-        u = zero if abs(u) < tiny else u
         velocity[p] = u
         theta[p] += u
 
@@ -58,12 +39,9 @@ def _nesterov(theta, grad, velocity, lr, momentum, n_weights, alpha, denom):
     eta = theta.dtype.type(lr)
     a = theta.dtype.type(alpha)
     d = theta.dtype.type(denom)
-    tiny = _smallest_normal(theta)
-    zero = theta.dtype.type(0)
     for p in range(theta.shape[0]):
         g = _batch_grad(grad, theta, p, n_weights, a, d)
         u = mu * velocity[p] - eta * g
-        u = zero if abs(u) < tiny else u
         velocity[p] = u
         theta[p] += mu * u - eta * g
 
@@ -84,17 +62,30 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, d
         adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, a,
                        theta.dtype.type(1) / d)
     else:
-        tiny = _adam_flush_below(theta, epsilon)
-        zero = theta.dtype.type(0)
         for p in range(theta.shape[0]):
             g = _batch_grad(grad, theta, p, n_weights, a, d)
             mp = b1 * m[p] + c1 * g
             vp = b2 * v[p] + c2 * (g * g)
-            mp = zero if abs(mp) < tiny else mp
-            vp = zero if vp < tiny else vp
             m[p] = mp
             v[p] = vp
             theta[p] += neg_step * mp / (np.sqrt(vp) + eps)
+
+
+@inline
+def _flush_subnormal_state(opt, m, v, epsilon):
+    # Optimizer state below the smallest normal number becomes 0; the epoch kernel calls
+    # this at the end of every epoch (kernels/_codes.py says why). Adam's only where
+    # epsilon is at least ADAM_EPS_FLOOR, which leaves its steps as they were.
+    if m.itemsize == 4:
+        tiny, eps_floor = m.dtype.type(SMALLEST_NORMAL_F32), ADAM_EPS_FLOOR_F32
+    else:
+        tiny, eps_floor = m.dtype.type(SMALLEST_NORMAL_F64), ADAM_EPS_FLOOR_F64
+    if opt == OPT_ADAM and not (eps_floor <= epsilon < np.inf):
+        return
+    zero = m.dtype.type(0)
+    for p in range(m.shape[0]):
+        m[p] = zero if abs(m[p]) < tiny else m[p]
+        v[p] = zero if abs(v[p]) < tiny else v[p]
 
 
 @kernel
@@ -102,8 +93,7 @@ def sgd_update(theta, grad, velocity, lr, momentum):
     """Gradient descent with heavy-ball momentum, in place.
 
     ``velocity = momentum * velocity - lr * grad``; ``theta += velocity``. With
-    ``momentum = 0`` this is the note's plain ``theta -= lr * grad``. A velocity below
-    the smallest normal number is stored as 0 (kernels/_codes.py).
+    ``momentum = 0`` this is the note's plain ``theta -= lr * grad``.
 
     Parameters
     ----------
@@ -119,8 +109,7 @@ def nesterov_update(theta, grad, velocity, lr, momentum):
     """Nesterov momentum (Sutskever et al., 2013), in place.
 
     ``velocity = momentum * velocity - lr * grad``;
-    ``theta += momentum * velocity - lr * grad``; a velocity below the smallest normal
-    number is stored as 0.
+    ``theta += momentum * velocity - lr * grad``.
     """
     _nesterov(theta, grad, velocity, lr, momentum, 0, 0.0, 1.0)
 
@@ -130,9 +119,7 @@ def adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
     """One Adam step over the flat buffer, in place.
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g**2``,
-    ``theta += -lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)``; ``m`` and
-    ``v`` below the smallest normal number are stored as 0 where ``eps`` is at least
-    ``ADAM_EPS_FLOOR`` (kernels/_codes.py), which leaves the step as it was.
+    ``theta += -lr * sqrt(1 - b2**t) / (1 - b1**t) * m / (sqrt(v) + eps)``.
 
     Parameters
     ----------

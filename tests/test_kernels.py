@@ -370,65 +370,6 @@ def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkey
         asm = step.inspect_asm(step.signatures[0])
         assert ("vrsqrt14" in asm) == estimates
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("epsilon", ["default", "tiny"])
-@pytest.mark.parametrize("estimates", [True, False], ids=["avx512-estimates", "exact-loop"])
-def test_adam_moments_below_the_smallest_normal_are_stored_as_zero(rng, dtype, epsilon,
-                                                                  estimates, monkeypatch):
-    # A moment whose gradients are exactly 0 decays into the subnormal range and stops at
-    # a fixed point of the decay (0.9 * 4 ulps rounds to 4 ulps): the kernels store it as
-    # 0 instead, with the default epsilon, in both ways of the step, and take the step
-    # that exact arithmetic on the unflushed state takes. With an epsilon below the floor
-    # (kernels/_codes.py) sqrt(v) still counts next to it: then both are kept. The NumPy
-    # engine keeps IEEE arithmetic throughout (a difference below 1e-307).
-    from fastnn.kernels import optim
-
-    if estimates and not _compiles_for_avx512():
-        pytest.skip("this CPU has no AVX-512: its intrinsics cannot compile here, and the "
-                    "kernels take the exact loop (that case runs)")
-    monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
-    step = numba.njit(getattr(optim._adam, "py_func", optim._adam))
-    eps = {"default": 1e-8, "tiny": {np.float64: 1e-300, np.float32: 1e-30}[dtype]}[epsilon]
-    stuck = np.finfo(dtype).smallest_subnormal * 4
-    assert dtype(0.9) * stuck == stuck  # the fixed point the flush exists for
-    n = 37  # whole vectors and a masked last one
-    theta, m = _normal(rng, n, dtype), _normal(rng, n, dtype, 0.01)
-    grad = _normal(rng, n, dtype)
-    v = rng.uniform(0.0, 1.0, n).astype(dtype)
-    sub = [2, 11, 20, 33]  # subnormal m and v, in vectors of normal lanes
-    grad[sub], m[sub], v[sub] = 0, [stuck, -stuck, stuck * 3, -stuck], stuck
-    want = [a.copy() for a in (theta, m, v)]
-    npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, eps, 2)
-    step(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2, 0, 0.0, 1.0)
-    flushed = epsilon == "default"
-    for got, ref in zip((theta, m, v), want):
-        assert_allclose(got, ref, **TOL[dtype])
-    for state, ref in ((m, want[1]), (v, want[2])):
-        assert (np.abs(ref[sub]) > 0).all()  # IEEE arithmetic keeps them
-        if flushed:
-            assert (state[sub] == 0).all()
-        else:
-            assert_array_equal(state[sub], ref[sub])
-    if flushed:  # theta as from the unflushed state: a subnormal m's step is < 1 ulp
-        assert_array_equal(theta[sub], want[0][sub])
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["sgd_update", "nesterov_update"])
-def test_velocity_below_the_smallest_normal_is_stored_as_zero(rng, dtype, name):
-    stuck = np.finfo(dtype).smallest_subnormal * 4
-    theta, vel = _normal(rng, 37, dtype), _normal(rng, 37, dtype, 0.01)
-    grad = _normal(rng, 37, dtype)
-    grad[[3, 30]], vel[[3, 30]] = 0, [stuck, -stuck]
-    want_theta, want_vel = theta.copy(), vel.copy()
-    getattr(npb, name)(want_theta, grad, want_vel, 0.1, 0.9)
-    getattr(K, name)(theta, grad, vel, 0.1, 0.9)
-    assert (vel[[3, 30]] == 0).all() and (np.abs(want_vel[[3, 30]]) > 0).all()
-    assert_allclose(vel, want_vel, **TOL[dtype])
-    assert_array_equal(theta[[3, 30]], want_theta[[3, 30]])
-    assert_allclose(theta, want_theta, **TOL[dtype])
-
-
 def test_moment_floors_follow_the_types():
     from fastnn.kernels import _codes
 
@@ -565,6 +506,53 @@ def test_run_epochs_in_one_call_equals_one_call_per_epoch(rng, engine, opt):
         t += 5
     for name, a, b in zip(["totals", "theta", "m", "v"], together, (totals, theta, m, v)):
         assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", sorted(OPTS))
+@pytest.mark.parametrize("epsilon", ["default", "tiny"])
+def test_run_epochs_sets_subnormal_optimizer_state_to_zero(rng, dtype, opt, epsilon):
+    # A dead hidden unit (its pre-activation always far below 0): the weights into and
+    # out of it get gradients of exactly 0, and their moments, set to subnormals, stay
+    # at fixed points of the decay in IEEE arithmetic (0.9 * 4 ulps rounds to 4 ulps), as
+    # the NumPy engine shows. The kernels set them to 0 after each epoch (Adam's only
+    # with a regular epsilon; with a tinier one, sqrt(v) still counts next to it), and
+    # the weights come out as the NumPy engine's: those of the dead unit exactly.
+    stuck = np.finfo(dtype).smallest_subnormal * 4
+    assert dtype(0.9) * stuck == stuck and dtype(0.999) * stuck == stuck
+    net = _net(rng, [4, 6, 3], [K.RELU, K.SOFTMAX], dtype)
+    x, y, sw = _data(rng, 40, net)
+    net.intercepts()[0][2] = -1e3
+    n_layers = 2
+    dead = np.concatenate([net.offsets[0] + np.arange(4) * 6 + 2,   # into unit 2
+                           net.offsets[1] + 2 * 3 + np.arange(3),   # out of it
+                           [net.offsets[n_layers] + 2]])            # its bias
+    eps = {"default": 1e-8, "tiny": {np.float64: 1e-300, np.float32: 1e-30}[dtype]}[epsilon]
+    hyper = make_hyper(dtype, lr=0.01, momentum=0.9, epsilon=eps)
+    orders = [rng.permutation(40) for _ in range(2)]
+    results = {}
+    for name, engine in (("numba", K), ("numpy", npb)):
+        theta = net.theta.copy()
+        grad = np.empty_like(theta)
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        m[dead], v[dead] = stuck * np.where(np.arange(dead.size) % 2, -1, 1), stuck
+        work = np.empty(int(engine.workspace_size(net.sizes, 8)), dtype)
+        assert engine.run_epochs(x, y, sw, np.array(orders, np.int64), 8, theta, grad, m, v,
+                                 net.sizes, net.offsets, net.acts, hyper, 0, OPTS[opt], work,
+                                 np.empty(2)) == 2
+        results[name] = theta, m, v
+    (theta, m, v), (want_theta, want_m, want_v) = results["numba"], results["numpy"]
+    assert (np.abs(want_m[dead]) == stuck).all()  # IEEE arithmetic: stuck
+    flushed = OPTS[opt] != K.OPT_ADAM or epsilon == "default"
+    if flushed:
+        assert (m[dead] == 0).all() and (v[dead] == 0).all()
+    else:
+        assert_array_equal(m[dead], want_m[dead])
+        assert_array_equal(v[dead], want_v[dead])
+    assert_array_equal(theta[dead], want_theta[dead])
+    assert_allclose(theta, want_theta, **TOL[dtype])
+    live = np.setdiff1d(np.arange(theta.size), dead)
+    assert_allclose(m[live], want_m[live], **TOL[dtype])
 
 
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
