@@ -16,6 +16,9 @@ from .activations import _shifted_exp_rows
 
 @inline
 def _softmax_xent_rows(z, y1h, sw, eps, delta):
+    # Per row: the probabilities, the log of the targets' (one-hot: one log a row), then
+    # delta, each its own loop: with the log's branch in the loop that wrote delta, the
+    # whole row ran scalar (32 x 10 rows 1.91 us vs 0.88; 16 x 3 unchanged, 0.27 us).
     one = delta.dtype.type(1)
     lo = delta.dtype.type(eps)
     hi = one - lo
@@ -25,12 +28,14 @@ def _softmax_xent_rows(z, y1h, sw, eps, delta):
         norm = delta.dtype.type(0)
         for j in range(z.shape[1]):
             norm += delta[i, j]
+        for j in range(z.shape[1]):
+            delta[i, j] = delta[i, j] / norm
         row = delta.dtype.type(0)
         for j in range(z.shape[1]):
-            p = delta[i, j] / norm
             if y1h[i, j] != 0:
-                row += y1h[i, j] * np.log(min(max(p, lo), hi))
-            delta[i, j] = sw[i] * (p - y1h[i, j])
+                row += y1h[i, j] * np.log(min(max(delta[i, j], lo), hi))
+        for j in range(z.shape[1]):
+            delta[i, j] = sw[i] * (delta[i, j] - y1h[i, j])
         total -= sw[i] * row
     return total
 
