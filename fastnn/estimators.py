@@ -380,8 +380,9 @@ class _BaseMLP(BaseEstimator):
             if np.shape(a) != b.shape:
                 raise ValueError(f"parameter array {i} has shape {np.shape(a)}, expected "
                                  f"{b.shape}")
-        self._theta = aligned_copy(np.concatenate([np.asarray(a, dtype=self._theta.dtype).ravel()
-                                                   for a in live]))
+        self._theta = np.concatenate(
+            [np.asarray(a, dtype=self._theta.dtype).ravel() for a in live],
+            out=aligned_empty(sum(int(np.size(a)) for a in live), self._theta.dtype))
         self._bind_views()
 
     def _initialize(self, layer_units, dtype, random_state):
