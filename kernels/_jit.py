@@ -395,6 +395,26 @@ def float_from_bits(bits):
     return np.int64(bits).view(np.float64)
 
 
+# A value LLVM cannot trace back to how it was computed: an empty inline asm that takes
+# it in a register and hands it back. Under reassoc, Adam's b * v + c * g**2 with c = 1 - b
+# in sight became g**2 + b * (v - g**2): a g**2 that overflows gave inf - inf = NaN, where
+# the formula gives inf (seen on AVX2, whose exact loop is compiled from that source).
+@intrinsic
+def _opaque_float(typingctx, value):
+    if isinstance(value, numba.types.Float):
+        def codegen(context, builder, sig, args):
+            ty = context.get_value_type(sig.args[0])
+            return builder.asm(llvmlite.ir.FunctionType(ty, [ty]), "", "=x,0", [args[0]],
+                               side_effect=False)
+        return value(value), codegen
+    return None
+
+
+def opaque_float(value):
+    """``value`` unchanged; compiled, the optimizer cannot see how it was computed."""
+    return value
+
+
 def borrowed(arr):
     """``arr`` without its reference count, for use inside the running kernel only."""
     return arr
@@ -410,6 +430,7 @@ if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off tw
     rows_view = _rows_view  # noqa: F811
     flat_view = _flat_view  # noqa: F811
     float_from_bits = _float_from_bits  # noqa: F811
+    opaque_float = _opaque_float  # noqa: F811
 
 
 # BLAS products called directly. numba's np.dot reaches the same OpenBLAS gemm through

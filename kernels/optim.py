@@ -9,7 +9,7 @@ from ._codes import (
     SMALLEST_NORMAL_F32,
     SMALLEST_NORMAL_F64,
 )
-from ._jit import ADAM_ESTIMATES, adam_estimates, inline, kernel
+from ._jit import ADAM_ESTIMATES, adam_estimates, inline, kernel, opaque_float
 
 
 @inline
@@ -52,8 +52,9 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, d
     step = lr * np.sqrt(1.0 - beta_2 ** float(t)) / (1.0 - beta_1 ** float(t))
     b1 = theta.dtype.type(beta_1)
     b2 = theta.dtype.type(beta_2)
-    c1 = theta.dtype.type(1.0 - beta_1)
-    c2 = theta.dtype.type(1.0 - beta_2)
+    # opaque: with 1 - beta in sight the optimizer factors the moments (kernels/_jit.py)
+    c1 = opaque_float(theta.dtype.type(1.0 - beta_1))
+    c2 = opaque_float(theta.dtype.type(1.0 - beta_2))
     neg_step = theta.dtype.type(-step)
     eps = theta.dtype.type(epsilon)
     a = theta.dtype.type(alpha)

@@ -292,11 +292,38 @@ def test_adam_step_by_hand(dtype):
 
 
 
+def _compiles_for_avx512():
+    # llvmlite's own reading of the host (or the features NUMBA_CPU_FEATURES names), not
+    # the check the kernels use (_jit.ADAM_ESTIMATES, which a test below holds to this)
+    import llvmlite.binding
+
+    features = numba.config.CPU_FEATURES
+    return ("+avx512f" in features.split(",") if features
+            else bool(llvmlite.binding.get_host_cpu_features().get("avx512f")))
+
+
+def _adam_step(estimates, monkeypatch):
+    # The engine's Adam step (optim._adam) with AVX-512's estimates or with the exact
+    # loop that CPUs without AVX-512 compile, whatever this CPU is; compiled afresh with
+    # the kernels' own options (fastmath included: the loop's hazards come from it), so
+    # that the patched compile-time constant is the one it reads. Called as
+    # step(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, denom).
+    from fastnn.kernels import _jit, optim
+
+    if estimates and not _compiles_for_avx512():
+        pytest.skip("this CPU has no AVX-512: its intrinsics cannot compile here, and the "
+                    "kernels take the exact loop (that case runs)")
+    monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
+    return numba.njit(**_jit._OPTS)(getattr(optim._adam, "py_func", optim._adam))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n_params", [37, 64])
 @pytest.mark.parametrize("epsilon", ["default", "tiny"])
 @pytest.mark.parametrize("edge", ["small", "overflow"])
-def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge):
+@pytest.mark.parametrize("path", ["kernel", "exact-loop"])
+def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge, path,
+                                             monkeypatch):
     # Second moments the AVX-512 estimates (kernels/_jit.py) cannot take as they are, in
     # whole vectors and the masked last one alike (8 or 16 lanes; 37 leaves a partial
     # vector). "small": v' = 0 and subnormal v', which stay on the estimates with the
@@ -304,7 +331,8 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
     # exact square root with an epsilon below that floor. "overflow": v' = inf (step 0,
     # theta unchanged, as in exact arithmetic) and NaN, whose vectors always take the
     # exact path; the other lanes there must not turn NaN. Each kind has vectors of its
-    # own, so that the vector's path is the kind's.
+    # own, so that the vector's path is the kind's. "kernel": the step this CPU compiles;
+    # "exact-loop": the loop of CPUs without AVX-512, on any CPU.
     eps = {"default": 1e-8, "tiny": {np.float64: 1e-300, np.float32: 1e-30}[dtype]}[epsilon]
     theta, m = _normal(rng, n_params, dtype), _normal(rng, n_params, dtype, 0.01)
     grad = _normal(rng, n_params, dtype)
@@ -322,7 +350,11 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
     want = [a.copy() for a in (theta, m, v)]
     with np.errstate(over="ignore", invalid="ignore"):  # the point here (JIT off: warns)
         npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, eps, 2)
-        K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2)
+        if path == "kernel":
+            K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2)
+        else:
+            _adam_step(False, monkeypatch)(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2, 0,
+                                           0.0, 1.0)
     if edge == "overflow":
         assert np.isinf(v[[1, n_params - 2]]).all()
         assert_array_equal(theta[[1, n_params - 2]], want[0][[1, n_params - 2]])  # step 0
@@ -331,30 +363,13 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
         assert_allclose(got, ref, **TOL[dtype])
 
 
-def _compiles_for_avx512():
-    # llvmlite's own reading of the host (or the features NUMBA_CPU_FEATURES names), not
-    # the check the kernels use (_jit.ADAM_ESTIMATES, which a test below holds to this)
-    import llvmlite.binding
-
-    features = numba.config.CPU_FEATURES
-    return ("+avx512f" in features.split(",") if features
-            else bool(llvmlite.binding.get_host_cpu_features().get("avx512f")))
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("estimates", [True, False], ids=["avx512-estimates", "exact-loop"])
 def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkeypatch):
     # Both ways of the engine's Adam step: AVX-512's estimates (kernels/_jit.py) and the
     # exact loop that CPUs without AVX-512 compile (with the JIT off: the NumPy twin and
     # the loop the coverage job counts). The first n_weights parameters take the L2 term.
-    from fastnn.kernels import optim
-
-    if estimates and not _compiles_for_avx512():
-        pytest.skip("this CPU has no AVX-512: its intrinsics cannot compile here, and the "
-                    "kernels take the exact loop (that case runs)")
-    monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
-    # compiled afresh, so that the patched compile-time constant is the one it reads
-    step = numba.njit(getattr(optim._adam, "py_func", optim._adam))
+    step = _adam_step(estimates, monkeypatch)
     n, n_weights, alpha, denom = 45, 29, 1e-3, 24.0
     theta, grad, m = (_normal(rng, n, dtype) for _ in range(3))
     v = rng.uniform(0.0, 1.0, n).astype(dtype)
