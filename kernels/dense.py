@@ -7,7 +7,9 @@ from ._jit import dot_into, dot_nt_cols_into, dot_nt_into, dot_t_into, inline, k
 # All three products go to BLAS (kernels/_jit.py's direct gemm calls, into preallocated
 # buffers): OpenBLAS's small-matrix kernels beat our hand loops at the sizes the
 # workloads use, down to iris' 16x16x16 (delta @ w.T: 700 ns BLAS vs 926 ns loops) and
-# 16x16x3; `python benchmarks/matmul_threshold.py` keeps the loops and re-measures.
+# 16x16x3; `python benchmarks/matmul_threshold.py` keeps the loops and re-measures. The
+# exception is a forward product of fewer than ROW_LOOPS_BELOW rows (predicting a few
+# samples), below.
 #
 # delta @ w.T is a transposed-A gemm in BLAS's column-major terms, which OpenBLAS's
 # small-matrix kernels refuse for short inner dimensions (n_out < 32 here) and run
@@ -21,10 +23,42 @@ from ._jit import dot_into, dot_nt_cols_into, dot_nt_into, dot_t_into, inline, k
 TRANSPOSE_MAX = 4096
 SMALL_GEMM_MAX = 1000000
 SMALL_GEMM_BLOCK = 1200
+# Fewer rows than this skip BLAS in the forward product. Measured on an AMD EPYC (AVX2,
+# OpenBLAS's Haswell kernels, which have no small-matrix path and pack even one row), in
+# compiled loops, float64: one row of W-infer1's 64x128 1.24 us vs 3.30 through BLAS,
+# 128x64 1.10 vs 4.64, W-large's 784x512 62 vs 239 us; two rows of 64x128 2.36 vs 5.10,
+# four 4.16 vs 5.53, eight 10.5 vs 7.2. float32: one row 0.69 vs 2.31, four 2.55 vs 2.50.
+ROW_LOOPS_BELOW = 4
+
+
+@inline
+def _matmul_bias_rows(x, w, b, out):
+    # One row at a time, four input columns per pass over the output row: a quarter of
+    # the loads and stores of out that one column per pass costs.
+    n_in = x.shape[1]
+    n_out = w.shape[1]
+    for i in range(x.shape[0]):
+        for j in range(n_out):
+            out[i, j] = b[j]
+        k = 0
+        while k + 4 <= n_in:
+            x0, x1, x2, x3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+            for j in range(n_out):
+                out[i, j] += (x0 * w[k, j] + x1 * w[k + 1, j]) + (
+                    x2 * w[k + 2, j] + x3 * w[k + 3, j])
+            k += 4
+        while k < n_in:
+            xk = x[i, k]
+            for j in range(n_out):
+                out[i, j] += xk * w[k, j]
+            k += 1
 
 
 @inline
 def _matmul_bias(x, w, b, out):
+    if x.shape[0] < ROW_LOOPS_BELOW:
+        _matmul_bias_rows(x, w, b, out)
+        return
     dot_into(x, w, out)
     for i in range(x.shape[0]):
         for j in range(w.shape[1]):

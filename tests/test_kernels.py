@@ -21,7 +21,12 @@ from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels._jit import borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
-from fastnn.kernels.dense import SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TRANSPOSE_MAX
+from fastnn.kernels.dense import (
+    ROW_LOOPS_BELOW,
+    SMALL_GEMM_BLOCK,
+    SMALL_GEMM_MAX,
+    TRANSPOSE_MAX,
+)
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels (all BLAS): one row, iris' output layer over
@@ -74,6 +79,19 @@ def _weights(rng, n, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", SHAPES)
 def test_dense_forward_matches_numpy(rng, dtype, n, n_in, n_out):
+    x, w, b = (_normal(rng, s, dtype) for s in [(n, n_in), (n_in, n_out), (n_out,)])
+    out = np.full((n, n_out), np.nan, dtype)
+    K.dense_forward(x, w, b, out)
+    assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, ROW_LOOPS_BELOW - 1, ROW_LOOPS_BELOW])
+@pytest.mark.parametrize("n_in", [1, 4, 7, 64])
+def test_dense_forward_of_a_few_rows_matches_numpy(rng, dtype, n, n_in):
+    # Below ROW_LOOPS_BELOW rows the product runs in the kernel's own loops, four input
+    # columns per pass and the rest one by one (n_in 7); from it on, through BLAS.
+    n_out = 37
     x, w, b = (_normal(rng, s, dtype) for s in [(n, n_in), (n_in, n_out), (n_out,)])
     out = np.full((n, n_out), np.nan, dtype)
     K.dense_forward(x, w, b, out)
