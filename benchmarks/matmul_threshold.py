@@ -5,8 +5,11 @@ cost), each product through hand-written loops and through BLAS (the kernels' di
 gemm calls), for batch x n_in x n_out shapes from iris' to W-large's. The kernels once
 sent small ``delta @ w.T`` products to the loops below 8192 multiply-adds; since the
 direct gemm calls (2026-12-01) BLAS wins there too (16x16x16: 700 ns vs 926 ns), so all
-three products go to BLAS. Run it on a quiet machine: BLAS timings suffer most from a
-loaded one (its threads wait on each other).
+three products go to BLAS, except a forward product of fewer than
+``kernels.dense.ROW_LOOPS_BELOW`` rows (measured separately: a row or two beat BLAS in
+the kernel's loops where OpenBLAS has no small-matrix path; every shape here has 16 rows
+or more). Run it on a quiet machine: BLAS timings suffer most from a loaded one (its
+threads wait on each other).
 """
 
 import sys

@@ -29,7 +29,8 @@ from fastnn.kernels.dense import (
 )
 from fastnn.backends import numpy as npb
 
-# (n, n_in, n_out) for the matmul kernels (all BLAS): one row, iris' output layer over
+# (n, n_in, n_out) for the matmul kernels (BLAS, but for a forward product of fewer than
+# ROW_LOOPS_BELOW rows, tested on its own below): one row, iris' output layer over
 # a batch and the whole set, odd sizes, and a W-large-sized first layer. delta @ w.T
 # goes through a transposed copy of w up to TRANSPOSE_MAX weights (3x64x64 on the
 # boundary); above, in blocks of output columns for an inner dimension >= 32 in the
