@@ -2,14 +2,31 @@
 
 import numpy as np
 
-from ._jit import dot_into, dot_nt_cols_into, dot_nt_into, dot_t_into, inline, kernel, rows_view
+from ._jit import (
+    TILE_ROWS,
+    dot_into,
+    dot_nt_cols_into,
+    dot_nt_into,
+    dot_t_into,
+    inline,
+    kernel,
+    rows_view,
+    tile_dot_into,
+    tile_dot_t_into,
+)
 
-# All three products go to BLAS (kernels/_jit.py's direct gemm calls, into preallocated
-# buffers): OpenBLAS's small-matrix kernels beat our hand loops at the sizes the
-# workloads use, down to iris' 16x16x16 (delta @ w.T: 700 ns BLAS vs 926 ns loops) and
-# 16x16x3; `python benchmarks/matmul_threshold.py` keeps the loops and re-measures. The
-# exception is a forward product of fewer than ROW_LOOPS_BELOW rows (predicting a few
-# samples), below.
+# Products of at most TILE_MAX multiply-adds run in the kernels' register tiles
+# (kernels/_jit.py), larger ones through BLAS (_jit.py's direct gemm calls, into
+# preallocated buffers), as do forward products of fewer than TILE_ROWS rows of any size
+# (one pass over w, which BLAS would pack first). Measured on an AMD EPYC (AVX2, OpenBLAS's
+# Haswell kernels), ns per product in compiled loops, float64, tiles / BLAS (forward;
+# x.T @ delta alike): iris' 16x4x16 142 / 374, 16x16x16 227 / 390, 16x16x3 111 / 261;
+# W-small's 32x64x64 5.7 / 7.5 us, 32x64x128 14.7 / 15.3 us, 32x128x64 11.6 / 16.7 us;
+# above 2**18, at 64x64x128, x.T @ delta takes 43 us vs 29 (b no longer fits in L1, and
+# BLAS packs it); one row of 784x512 155 / 234 us. A W-small epoch with the limit at 2**18
+# took 0.91x the time it took at 2**17 (two alternations of the bench: 6.74-6.91 ms vs
+# 7.38-7.58). `python benchmarks/matmul_threshold.py` re-measures.
+TILE_MAX = 262144
 #
 # delta @ w.T is a transposed-A gemm in BLAS's column-major terms, which OpenBLAS's
 # small-matrix kernels refuse for short inner dimensions (n_out < 32 here) and run
@@ -20,46 +37,18 @@ from ._jit import dot_into, dot_nt_cols_into, dot_nt_into, dot_t_into, inline, k
 # dimension is >= 32 and the output block is small (M * N <= 1200 in its terms): a
 # product in its small-matrix range (<= 1e6 multiply-adds) goes in blocks of output
 # columns that fit, 32x128x64 in four (16.8 us vs 21.4 as one call; W-small epoch 0.95x).
+# (Measured on a Xeon, before the register tiles, through BLAS.)
 TRANSPOSE_MAX = 4096
 SMALL_GEMM_MAX = 1000000
 SMALL_GEMM_BLOCK = 1200
-# Fewer rows than this skip BLAS in the forward product. Measured on an AMD EPYC (AVX2,
-# OpenBLAS's Haswell kernels, which have no small-matrix path and pack even one row), in
-# compiled loops, float64: one row of W-infer1's 64x128 1.24 us vs 3.30 through BLAS,
-# 128x64 1.10 vs 4.64, W-large's 784x512 62 vs 239 us; two rows of 64x128 2.36 vs 5.10,
-# four 4.16 vs 5.53, eight 10.5 vs 7.2. float32: one row 0.69 vs 2.31, four 2.55 vs 2.50.
-ROW_LOOPS_BELOW = 4
-
-
-@inline
-def _matmul_bias_rows(x, w, b, out):
-    # One row at a time, four input columns per pass over the output row: a quarter of
-    # the loads and stores of out that one column per pass costs.
-    n_in = x.shape[1]
-    n_out = w.shape[1]
-    for i in range(x.shape[0]):
-        for j in range(n_out):
-            out[i, j] = b[j]
-        k = 0
-        while k + 4 <= n_in:
-            x0, x1, x2, x3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
-            for j in range(n_out):
-                out[i, j] += (x0 * w[k, j] + x1 * w[k + 1, j]) + (
-                    x2 * w[k + 2, j] + x3 * w[k + 3, j])
-            k += 4
-        while k < n_in:
-            xk = x[i, k]
-            for j in range(n_out):
-                out[i, j] += xk * w[k, j]
-            k += 1
 
 
 @inline
 def _matmul_bias(x, w, b, out):
-    if x.shape[0] < ROW_LOOPS_BELOW:
-        _matmul_bias_rows(x, w, b, out)
-        return
-    dot_into(x, w, out)
+    if x.shape[0] < TILE_ROWS or x.shape[0] * x.shape[1] * w.shape[1] <= TILE_MAX:
+        tile_dot_into(x, w, out)
+    else:
+        dot_into(x, w, out)
     for i in range(x.shape[0]):
         for j in range(w.shape[1]):
             out[i, j] += b[j]
@@ -72,7 +61,10 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
     n, n_in = x.shape
     n_out = delta.shape[1]
-    dot_t_into(x, delta, grad_w)
+    if n * n_in * n_out <= TILE_MAX:
+        tile_dot_t_into(x, delta, grad_w)
+    else:
+        dot_t_into(x, delta, grad_w)
     if scale:
         for k in range(n_in):
             for j in range(n_out):
@@ -96,7 +88,10 @@ def _grad_input(delta, w, scratch, out):
         for j in range(n_out):
             for k in range(n_in):
                 w_t[j, k] = w[k, j]
-        dot_into(delta, w_t, out)
+        if delta.shape[0] * n_in * n_out <= TILE_MAX:
+            tile_dot_into(delta, w_t, out)
+        else:
+            dot_into(delta, w_t, out)
     elif n_out >= 32 and delta.shape[0] * n_in * n_out <= SMALL_GEMM_MAX:
         step = max(1, SMALL_GEMM_BLOCK // delta.shape[0])
         for start in range(0, n_in, step):

@@ -19,27 +19,31 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastnn import kernels as K
 from fastnn._network import Network, layout, make_hyper
-from fastnn.kernels._jit import borrowed, rows_view
+from fastnn.kernels import _jit
+from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
 from fastnn.kernels.dense import (
-    ROW_LOOPS_BELOW,
     SMALL_GEMM_BLOCK,
     SMALL_GEMM_MAX,
+    TILE_MAX,
     TRANSPOSE_MAX,
 )
 from fastnn.backends import numpy as npb
 
-# (n, n_in, n_out) for the matmul kernels (BLAS, but for a forward product of fewer than
-# ROW_LOOPS_BELOW rows, tested on its own below): one row, iris' output layer over
-# a batch and the whole set, odd sizes, and a W-large-sized first layer. delta @ w.T
-# goes through a transposed copy of w up to TRANSPOSE_MAX weights (3x64x64 on the
-# boundary); above, in blocks of output columns for an inner dimension >= 32 in the
-# small-matrix range (W-small's 32x128x64: four blocks, the last short; 1x256x32: one),
-# else in one call (5x204x8, 128x784x32).
+# (n, n_in, n_out) for the matmul kernels: products of at most TILE_MAX multiply-adds
+# (and forward products of fewer than TILE_ROWS rows) run in register tiles, the rest
+# through BLAS. One row, iris' output layer over a batch and the whole set, odd sizes,
+# W-small's 32x128x64 on the tiles' boundary and 33x128x64 just above it, and a
+# W-large-sized first layer. delta @ w.T goes through a transposed copy of w up to
+# TRANSPOSE_MAX weights (3x64x64 on the boundary; 65x64x64 takes BLAS on the copy, past
+# TILE_MAX); above, in blocks of output columns for
+# an inner dimension >= 32 in the small-matrix range (32x128x64: four blocks, the last
+# short; 1x256x32: one), else in one call (5x204x8, 128x784x32).
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (150, 16, 3),
-          (16, 16, 16), (3, 64, 64), (32, 128, 64)]
+          (16, 16, 16), (3, 64, 64), (65, 64, 64), (32, 128, 64), (33, 128, 64)]
 assert 64 * 64 == TRANSPOSE_MAX and 128 % (SMALL_GEMM_BLOCK // 32) != 0
-assert 128 * 784 * 32 > SMALL_GEMM_MAX >= 32 * 128 * 64
+assert 128 * 784 * 32 > SMALL_GEMM_MAX >= 33 * 128 * 64 > TILE_MAX == 32 * 128 * 64
+assert 65 * 64 * 64 > TILE_MAX
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
@@ -87,16 +91,42 @@ def test_dense_forward_matches_numpy(rng, dtype, n, n_in, n_out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 2, ROW_LOOPS_BELOW - 1, ROW_LOOPS_BELOW])
-@pytest.mark.parametrize("n_in", [1, 4, 7, 64])
+@pytest.mark.parametrize("n", [1, 2, TILE_ROWS - 1, TILE_ROWS])
+@pytest.mark.parametrize("n_in", [1, 4, 7, 64, 784])
 def test_dense_forward_of_a_few_rows_matches_numpy(rng, dtype, n, n_in):
-    # Below ROW_LOOPS_BELOW rows the product runs in the kernel's own loops, four input
-    # columns per pass and the rest one by one (n_in 7); from it on, through BLAS.
+    # Fewer than TILE_ROWS rows take the register tiles at any size (1x784x37 is past
+    # TILE_MAX); from TILE_ROWS rows on, 4x784x37 goes through BLAS.
     n_out = 37
     x, w, b = (_normal(rng, s, dtype) for s in [(n, n_in), (n_in, n_out), (n_out,)])
     out = np.full((n, n_out), np.nan, dtype)
     K.dense_forward(x, w, b, out)
     assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
+
+
+@numba.njit(**_jit._OPTS)
+def _tile_products(a, a_t, b, out, out_t):
+    _jit.tile_dot_into(a, b, out)
+    _jit.tile_dot_t_into(a_t, b, out_t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_register_tiles_match_numpy_at_every_edge(rng, dtype):
+    # Every tile shape: rows 0 to 2 * TILE_ROWS + 3 (each number of leftover rows, whose
+    # tiles are wider), columns up to past two of the widest tiles (whole tiles, whole
+    # single vectors, a masked last vector), depth 0 (out becomes 0), 1 and odd. Each
+    # element of out is written: it starts NaN.
+    lanes = _jit._TILE_BYTES // np.dtype(dtype).itemsize
+    widest = lanes * max(TILE_WIDTH.values())
+    for m in range(2 * TILE_ROWS + 4):
+        for depth in (0, 1, 5):
+            for n in sorted({1, lanes - 1, lanes, lanes + 1, 2 * lanes + 3, widest - 1,
+                             widest, widest + lanes + 1, 2 * widest + 1} - {0}):
+                a = _normal(rng, (m, depth), dtype)
+                b = _normal(rng, (depth, n), dtype)
+                out, out_t = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
+                _tile_products(a, np.ascontiguousarray(a.T), b, out, out_t)
+                assert_allclose(out, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n}")
+                assert_allclose(out_t, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n} (a.T)")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -1118,8 +1148,9 @@ def test_kernels_share_numpys_blas_where_its_wheel_brings_one(rng):
                  and os.path.realpath(os.path.join(libs, name)) in loaded
                  for name in (os.listdir(libs) if os.path.isdir(libs) else []))
     assert _jit.BLAS == ("numpy-openblas-ilp64" if numpys else "scipy-lp64")
+    assert 37 * 253 * 29 > TILE_MAX  # a product for BLAS, not the register tiles
     for dtype in DTYPES:
-        x, w = _normal(rng, (37, 53), dtype), _normal(rng, (53, 29), dtype)
+        x, w = _normal(rng, (37, 253), dtype), _normal(rng, (253, 29), dtype)
         out = np.empty((37, 29), dtype)
         K.dense_forward(x, w, np.zeros(29, dtype), out)
         if numpys:
