@@ -32,7 +32,7 @@ from ._codes import (
     OPT_NESTEROV,
 )
 from ._jit import borrowed, flat_view, inline, inline_ir, kernel, rows_view
-from .activations import EXP, LOGISTIC, SOFTMAX, _activate, _derivative
+from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _derivative
 from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _flush_subnormal_state, _nesterov, _sgd
@@ -56,8 +56,9 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
         else:
             z = rows_view(work, pos, nb, n_out)
             pos += cap * n_out
-        _matmul_bias(a_in, w, b, z)
-        if layer < n_layers - 1:
+        hidden_relu = layer < n_layers - 1 and acts[layer] == RELU
+        _matmul_bias(a_in, w, b, hidden_relu, z)
+        if layer < n_layers - 1 and not hidden_relu:
             _activate(acts[layer], z, z)
         a_in = z
 

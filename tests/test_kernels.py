@@ -1006,7 +1006,7 @@ def test_function_passes_match_numbas_own():
 
     @numba.njit
     def probe(x, w, b, out):
-        _matmul_bias(x, w, b, out)
+        _matmul_bias(x, w, b, True, out)
 
     args = (np.ones((3, 4)), np.ones((4, 2)), np.ones(2), np.empty((3, 2)))
     probe(*args)
