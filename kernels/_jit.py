@@ -515,8 +515,38 @@ else:
                        for dtype, prefix in (("float64", "d"), ("float32", "s"))}
 for _dtype, _symbol in _GEMM.items():
     llvmlite.binding.add_symbol(_symbol, _gemm_addresses[_dtype])
-# Compiled code calls the library this process found: a cache entry is valid for that one.
-_SOURCES_STAMP = (_SOURCES_STAMP[0], f"{_SOURCES_STAMP[1]}|{BLAS}")
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _blas_core(address):
+    # OpenBLAS's name for the kernels it picked on this CPU ("skylakex", "haswell", ...),
+    # asked of the library that holds the gemm at address; "" where it cannot tell.
+    try:
+        libdl = ctypes.CDLL(None)
+        info = _DlInfo()
+        if not libdl.dladdr(ctypes.c_void_p(address), ctypes.byref(info)) or not info.dli_fname:
+            return ""
+        lib = ctypes.CDLL(info.dli_fname.decode())
+    except (OSError, AttributeError):
+        return ""
+    for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                 "openblas_get_corename64_", "openblas_get_corename"):
+        corename = getattr(lib, name, None)
+        if corename is not None:
+            corename.restype = ctypes.c_char_p
+            return (corename() or b"").decode(errors="replace").strip().lower()
+    return ""
+
+
+# The kernels choose between BLAS call patterns by the core (kernels/dense.py).
+BLAS_CORE = _blas_core(_gemm_addresses["float64"])
+# Compiled code calls the library this process found, and chose by its core: a cache
+# entry is valid for that pair.
+_SOURCES_STAMP = (_SOURCES_STAMP[0], f"{_SOURCES_STAMP[1]}|{BLAS}|{BLAS_CORE}")
 
 
 def _gemm_intrinsic(trans_a, trans_b):

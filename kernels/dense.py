@@ -3,6 +3,7 @@
 import numpy as np
 
 from ._jit import (
+    BLAS_CORE,
     TILE_ROWS,
     dot_into,
     dot_nt_cols_into,
@@ -37,9 +38,14 @@ TILE_MAX = 262144
 # dimension is >= 32 and the output block is small (M * N <= 1200 in its terms): a
 # product in its small-matrix range (<= 1e6 multiply-adds) goes in blocks of output
 # columns that fit, 32x128x64 in four (16.8 us vs 21.4 as one call; W-small epoch 0.95x).
-# (Measured on a Xeon, before the register tiles, through BLAS.)
+# (Measured on a Xeon, before the register tiles, through BLAS.) Only OpenBLAS's SkylakeX
+# core has that path: with its Haswell core (AVX2 CPUs; an AMD EPYC here) the blocks are
+# separate packed calls, and W-small's 32x128x64 took 26.0-27.6 us in four against
+# 17.0-20.3 in one (compiled loops); a W-small epoch 6.57-6.69 ms in one call against
+# 6.78-7.04 in blocks in two alternations of the bench, 6.60-6.87 vs 6.70-6.84 in two more.
 TRANSPOSE_MAX = 4096
-SMALL_GEMM_MAX = 1000000
+SMALL_GEMM_RANGE = 1000000  # OpenBLAS's small-matrix range, in multiply-adds
+SMALL_GEMM_MAX = SMALL_GEMM_RANGE if BLAS_CORE == "skylakex" else 0
 SMALL_GEMM_BLOCK = 1200
 
 

@@ -24,7 +24,7 @@ from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
 from fastnn.kernels.dense import (
     SMALL_GEMM_BLOCK,
-    SMALL_GEMM_MAX,
+    SMALL_GEMM_RANGE,
     TILE_MAX,
     TRANSPOSE_MAX,
 )
@@ -42,7 +42,7 @@ from fastnn.backends import numpy as npb
 SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (150, 16, 3),
           (16, 16, 16), (3, 64, 64), (65, 64, 64), (32, 128, 64), (33, 128, 64)]
 assert 64 * 64 == TRANSPOSE_MAX and 128 % (SMALL_GEMM_BLOCK // 32) != 0
-assert 128 * 784 * 32 > SMALL_GEMM_MAX >= 33 * 128 * 64 > TILE_MAX == 32 * 128 * 64
+assert 128 * 784 * 32 > SMALL_GEMM_RANGE >= 33 * 128 * 64 > TILE_MAX == 32 * 128 * 64
 assert 65 * 64 * 64 > TILE_MAX
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
@@ -149,6 +149,26 @@ def test_dense_backward_input_matches_numpy(rng, dtype, n, n_in, n_out):
     out = np.full((n, n_in), np.nan, dtype)
     K.dense_backward_input(delta, w, out)
     assert_allclose(out, npb.dense_backward_input(delta, w), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("blocks", [True, False])
+@pytest.mark.parametrize("n, n_in, n_out", [(32, 128, 64), (33, 128, 64), (1, 256, 32)])
+def test_dense_backward_input_in_column_blocks_or_one_call(rng, dtype, blocks, n, n_in,
+                                                           n_out, monkeypatch):
+    # delta @ w.T past TRANSPOSE_MAX weights: in blocks of output columns where the core is
+    # SkylakeX, in one call elsewhere. Both, on any CPU: _grad_input compiled afresh with
+    # the compile-time limit patched (a fresh compile reads the module's global anew).
+    from fastnn.kernels import dense
+
+    assert n_in * n_out > TRANSPOSE_MAX and n * n_in * n_out <= SMALL_GEMM_RANGE
+    monkeypatch.setattr(dense, "SMALL_GEMM_MAX", SMALL_GEMM_RANGE if blocks else 0)
+    grad_input = numba.njit(**_jit._OPTS)(getattr(dense._grad_input, "py_func",
+                                                  dense._grad_input))
+    delta, w = _normal(rng, (n, n_out), dtype), _normal(rng, (n_in, n_out), dtype)
+    out = np.full((n, n_in), np.nan, dtype)
+    grad_input(delta, w, np.empty(0, dtype), out)
+    assert_allclose(out, delta @ w.T, **TOL[dtype])
 
 
 # --- activations ---------------------------------------------------------------------
@@ -1127,6 +1147,26 @@ def test_softmax_exp_within_one_ulp_of_numpy():
     got = np.empty_like(special)
     _exp_all(special, got)
     assert np.isnan(got[0]) and np.array_equal(got[1:], [0.0, 0.0, 0.0])
+
+
+def test_blas_core_is_the_one_the_gemm_library_reports():
+    # kernels/dense.py picks a call pattern by OpenBLAS's core: _jit.BLAS_CORE must be the
+    # name threadpoolctl (scikit-learn's dependency) reads off the same library.
+    import ctypes
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    from fastnn.kernels import _jit
+
+    info = _jit._DlInfo()
+    assert ctypes.CDLL(None).dladdr(ctypes.c_void_p(_jit._gemm_addresses["float64"]),
+                                    ctypes.byref(info))
+    path = os.path.realpath(info.dli_fname.decode())
+    reported = [pool.get("architecture") for pool in threadpool_info()
+                if os.path.realpath(pool["filepath"]) == path]
+    assert reported and reported[0], (path, threadpool_info())
+    assert _jit.BLAS_CORE == reported[0].lower()
 
 
 def test_kernels_share_numpys_blas_where_its_wheel_brings_one(rng):
