@@ -4,7 +4,6 @@ import numpy as np
 
 from ._jit import (
     BLAS_CORE,
-    TILE_ROWS,
     dot_into,
     dot_nt_cols_into,
     dot_nt_into,
@@ -18,8 +17,10 @@ from ._jit import (
 
 # Products of at most TILE_MAX multiply-adds run in the kernels' register tiles
 # (kernels/_jit.py), larger ones through BLAS (_jit.py's direct gemm calls, into
-# preallocated buffers), as do forward products of fewer than TILE_ROWS rows of any size
-# (one pass over w, which BLAS would pack first). Measured on an AMD EPYC (AVX2, OpenBLAS's
+# preallocated buffers), but for forward products of fewer than FEW_ROWS rows, which take
+# the tiles at any size (one pass over w, which BLAS would pack first; 784x512, us, tiles /
+# BLAS, float64: 1 row 141 / 256, 2 rows 177 / 181, 3 rows 398 / 214; float32: 30 / 122,
+# 39 / 113, 60 / 121). Measured on an AMD EPYC (AVX2, OpenBLAS's
 # Haswell kernels), ns per product in compiled loops, float64, tiles / BLAS (forward;
 # x.T @ delta alike): iris' 16x4x16 142 / 374, 16x16x16 227 / 390, 16x16x3 111 / 261;
 # W-small's 32x64x64 5.7 / 7.5 us, 32x64x128 14.7 / 15.3 us, 32x128x64 11.6 / 16.7 us;
@@ -28,6 +29,7 @@ from ._jit import (
 # took 0.91x the time it took at 2**17 (two alternations of the bench: 6.74-6.91 ms vs
 # 7.38-7.58). `python benchmarks/matmul_threshold.py` re-measures.
 TILE_MAX = 262144
+FEW_ROWS = 3
 #
 # delta @ w.T is a transposed-A gemm in BLAS's column-major terms, which OpenBLAS's
 # small-matrix kernels refuse for short inner dimensions (n_out < 32 here) and run
@@ -55,7 +57,7 @@ def _matmul_bias(x, w, b, relu, out):
     # sum, ReLU's zeros are plain stores; in place on its own (z = z if z > 0 else 0) it
     # compiled to masked stores of the zeros, which AMD's Zen 3 runs slowly: 256 elements
     # in 174-206 ns against 44-56 for the same select into a second array.
-    if x.shape[0] < TILE_ROWS or x.shape[0] * x.shape[1] * w.shape[1] <= TILE_MAX:
+    if x.shape[0] < FEW_ROWS or x.shape[0] * x.shape[1] * w.shape[1] <= TILE_MAX:
         tile_dot_into(x, w, out)
     else:
         dot_into(x, w, out)

@@ -24,6 +24,7 @@ from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
 from fastnn.kernels.dense import (
     SMALL_GEMM_BLOCK,
+    FEW_ROWS,
     SMALL_GEMM_RANGE,
     TILE_MAX,
     TRANSPOSE_MAX,
@@ -31,7 +32,7 @@ from fastnn.kernels.dense import (
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels: products of at most TILE_MAX multiply-adds
-# (and forward products of fewer than TILE_ROWS rows) run in register tiles, the rest
+# (and forward products of fewer than FEW_ROWS rows) run in register tiles, the rest
 # through BLAS. One row, iris' output layer over a batch and the whole set, odd sizes,
 # W-small's 32x128x64 on the tiles' boundary and 33x128x64 just above it, and a
 # W-large-sized first layer. delta @ w.T goes through a transposed copy of w up to
@@ -43,7 +44,7 @@ SHAPES = [(1, 4, 3), (17, 64, 10), (5, 204, 8), (1, 256, 32), (128, 784, 32), (1
           (16, 16, 16), (3, 64, 64), (65, 64, 64), (32, 128, 64), (33, 128, 64)]
 assert 64 * 64 == TRANSPOSE_MAX and 128 % (SMALL_GEMM_BLOCK // 32) != 0
 assert 128 * 784 * 32 > SMALL_GEMM_RANGE >= 33 * 128 * 64 > TILE_MAX == 32 * 128 * 64
-assert 65 * 64 * 64 > TILE_MAX
+assert 65 * 64 * 64 > TILE_MAX and 784 * 403 > TILE_MAX
 # (n, k) for elementwise / row-wise kernels and losses; k = 1 is a binary output column.
 ROWS = [(1, 3), (17, 1), (17, 10), (128, 32)]
 
@@ -91,16 +92,24 @@ def test_dense_forward_matches_numpy(rng, dtype, n, n_in, n_out):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 2, TILE_ROWS - 1, TILE_ROWS])
+@pytest.mark.parametrize("n", [1, FEW_ROWS - 1, FEW_ROWS, TILE_ROWS - 1, TILE_ROWS])
 @pytest.mark.parametrize("n_in", [1, 4, 7, 64, 784])
 def test_dense_forward_of_a_few_rows_matches_numpy(rng, dtype, n, n_in):
-    # Fewer than TILE_ROWS rows take the register tiles at any size (1x784x37 is past
-    # TILE_MAX); from TILE_ROWS rows on, 4x784x37 goes through BLAS.
-    n_out = 37
+    # Fewer than FEW_ROWS rows take the register tiles at any size (1x784x403 is past
+    # TILE_MAX); from FEW_ROWS rows on, 3x784x403 goes through BLAS.
+    n_out = 403 if n_in == 784 else 37
     x, w, b = (_normal(rng, s, dtype) for s in [(n, n_in), (n_in, n_out), (n_out,)])
     out = np.full((n, n_out), np.nan, dtype)
     K.dense_forward(x, w, b, out)
-    assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
+    # against float64 arithmetic, within the forward error bound of a sum of n_in + 1
+    # products, (n_in + 1) * eps * (|x| @ |w| + |b|): a 784-term float32 sum that nearly
+    # cancels is off by more than the table's atol in any summation order
+    exact = x.astype(np.float64) @ w.astype(np.float64) + b
+    x64, w64, b64 = (np.abs(v.astype(np.float64)) for v in (x, w, b))
+    bound = (n_in + 1) * np.finfo(dtype).eps * (x64 @ w64 + b64)
+    assert np.all(np.abs(out - exact) <= bound)
+    if n_in < 784:  # short sums: within the table's tolerance of the NumPy twin too
+        assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
 
 
 @numba.njit(**_jit._OPTS)
