@@ -162,22 +162,21 @@ def test_dense_backward_input_matches_numpy(rng, dtype, n, n_in, n_out):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("blocks", [True, False])
-@pytest.mark.parametrize("n, n_in, n_out", [(32, 128, 64), (33, 128, 64), (1, 256, 32)])
-def test_dense_backward_input_in_column_blocks_or_one_call(rng, dtype, blocks, n, n_in,
-                                                           n_out, monkeypatch):
+def test_dense_backward_input_in_column_blocks_or_one_call(rng, dtype, blocks, monkeypatch):
     # delta @ w.T past TRANSPOSE_MAX weights: in blocks of output columns where the core is
     # SkylakeX, in one call elsewhere. Both, on any CPU: _grad_input compiled afresh with
     # the compile-time limit patched (a fresh compile reads the module's global anew).
     from fastnn.kernels import dense
 
-    assert n_in * n_out > TRANSPOSE_MAX and n * n_in * n_out <= SMALL_GEMM_RANGE
     monkeypatch.setattr(dense, "SMALL_GEMM_MAX", SMALL_GEMM_RANGE if blocks else 0)
     grad_input = numba.njit(**_jit._OPTS)(getattr(dense._grad_input, "py_func",
                                                   dense._grad_input))
-    delta, w = _normal(rng, (n, n_out), dtype), _normal(rng, (n_in, n_out), dtype)
-    out = np.full((n, n_in), np.nan, dtype)
-    grad_input(delta, w, np.empty(0, dtype), out)
-    assert_allclose(out, delta @ w.T, **TOL[dtype])
+    for n, n_in, n_out in [(32, 128, 64), (33, 128, 64), (1, 256, 32)]:
+        assert n_in * n_out > TRANSPOSE_MAX and n * n_in * n_out <= SMALL_GEMM_RANGE
+        delta, w = _normal(rng, (n, n_out), dtype), _normal(rng, (n_in, n_out), dtype)
+        out = np.full((n, n_in), np.nan, dtype)
+        grad_input(delta, w, np.empty(0, dtype), out)
+        assert_allclose(out, delta @ w.T, **TOL[dtype], err_msg=f"{n}x{n_in}x{n_out}")
 
 
 # --- activations ---------------------------------------------------------------------
