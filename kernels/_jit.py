@@ -650,12 +650,12 @@ if not numba.config.DISABLE_JIT:
 # vector, and is stored once. A full tile keeps 12 sums in flight, more than the 8 that
 # two multiply-add pipes of latency 4 need (6 rows against 4, two alternations of the
 # bench on the AMD EPYC: W-tiny 56.0-59.3 us per epoch vs 59.9-64.1, W-small 6.24-6.45
-# ms vs 6.50-6.72); fewer rows take wider tiles (one row of W-infer1's 64x128: 1.08 us
-# at 8 vectors vs 1.62 at 2). The columns past the last whole tile go one vector at a time, the
-# last partial vector masked. 32-byte vectors on every CPU, AVX-512 ones included: one
-# code path, the one CI runs.
+# ms vs 6.50-6.72); the last one or two rows of out take wider tiles, to keep 8 (one row
+# of W-infer1's 64x128: 1.08 us at 8 vectors vs 1.62 at 2). The columns past the last
+# whole tile go one vector at a time, the last partial vector masked. 32-byte vectors on
+# every CPU, AVX-512 ones included: one code path, the one CI runs.
 TILE_ROWS = 6
-TILE_WIDTH = {6: 2, 5: 2, 4: 2, 3: 2, 2: 4, 1: 8}
+TILE_WIDTH = {6: 2, 5: 2, 4: 2, 3: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
 _TILE_BYTES = 32
 
 

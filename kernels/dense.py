@@ -17,17 +17,17 @@ from ._jit import (
 
 # Products of at most TILE_MAX multiply-adds run in the kernels' register tiles
 # (kernels/_jit.py), larger ones through BLAS (_jit.py's direct gemm calls, into
-# preallocated buffers), but for forward products of fewer than FEW_ROWS rows, which take
-# the tiles at any size (one pass over w, which BLAS would pack first; 784x512, us, tiles /
-# BLAS, float64: 1 row 141 / 256, 2 rows 177 / 181, 3 rows 398 / 214; float32: 30 / 122,
-# 39 / 113, 60 / 121). Measured on an AMD EPYC (AVX2, OpenBLAS's
-# Haswell kernels), ns per product in compiled loops, float64, tiles / BLAS (forward;
-# x.T @ delta alike): iris' 16x4x16 142 / 374, 16x16x16 227 / 390, 16x16x3 111 / 261;
-# W-small's 32x64x64 5.7 / 7.5 us, 32x64x128 14.7 / 15.3 us, 32x128x64 11.6 / 16.7 us;
-# above 2**18, at 64x64x128, x.T @ delta takes 43 us vs 29 (b no longer fits in L1, and
-# BLAS packs it); one row of 784x512 155 / 234 us. A W-small epoch with the limit at 2**18
-# took 0.91x the time it took at 2**17 (two alternations of the bench: 6.74-6.91 ms vs
-# 7.38-7.58). `python benchmarks/matmul_threshold.py` re-measures.
+# preallocated buffers). Measured on an AMD EPYC (AVX2, OpenBLAS's Haswell kernels), ns
+# per product in compiled loops, float64, tiles / BLAS (forward; x.T @ delta alike):
+# iris' 16x4x16 142 / 374, 16x16x16 227 / 390, 16x16x3 111 / 261; W-small's 32x64x64
+# 5.7 / 7.5 us, 32x64x128 14.7 / 15.3 us, 32x128x64 11.6 / 16.7 us; above 2**18, at
+# 64x64x128, x.T @ delta takes 43 us vs 29 (b no longer fits in L1, and BLAS packs it).
+# A W-small epoch with the limit at 2**18 took 0.91x the time it took at 2**17 (two
+# alternations of the bench: 6.74-6.91 ms vs 7.38-7.58).
+# Forward products of fewer than FEW_ROWS rows take the tiles at any size: one pass over
+# w, which BLAS would pack first (784x512, us, tiles / BLAS, float64: 1 row 141 / 256,
+# 2 rows 177 / 181, 3 rows 398 / 214; float32: 30 / 122, 39 / 113, 60 / 121).
+# `python benchmarks/matmul_threshold.py` re-measures.
 TILE_MAX = 262144
 FEW_ROWS = 3
 #
