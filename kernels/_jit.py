@@ -650,12 +650,15 @@ if not numba.config.DISABLE_JIT:
 # vector, and is stored once. A full tile keeps 12 sums in flight, more than the 8 that
 # two multiply-add pipes of latency 4 need (6 rows against 4, two alternations of the
 # bench on the AMD EPYC: W-tiny 56.0-59.3 us per epoch vs 59.9-64.1, W-small 6.24-6.45
-# ms vs 6.50-6.72); the last one or two rows of out take wider tiles, to keep 8 (one row
-# of W-infer1's 64x128: 1.08 us at 8 vectors vs 1.62 at 2). The columns past the last
-# whole tile go one vector at a time, the last partial vector masked. 32-byte vectors on
-# every CPU, AVX-512 ones included: one code path, the one CI runs.
+# ms vs 6.50-6.72). The rows past the last whole tile go in tiles of 4, 2 and 1 rows, the
+# shorter ones wider to keep 8 sums (one row of W-infer1's 64x128: 1.08 us at 8 vectors
+# vs 1.62 at 2): four tile heights, not one per leftover count, since every height is
+# loops emitted at every product (a cold W-compile 10.6 s against 13.3 with all six; the
+# epochs unchanged within the host's noise, three alternations). The columns past the
+# last whole tile go one vector at a time, the last partial vector masked. 32-byte
+# vectors on every CPU, AVX-512 ones included: one code path, the one CI runs.
 TILE_ROWS = 6
-TILE_WIDTH = {6: 2, 5: 2, 4: 2, 3: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
+TILE_WIDTH = {6: 2, 4: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
 _TILE_BYTES = 32
 
 
@@ -774,10 +777,13 @@ def _tile_codegen(transpose_a):
         blocked = builder.mul(builder.sdiv(m, intp(TILE_ROWS)), intp(TILE_ROWS))
         with cgutils.for_range_slice(builder, intp(0), blocked, intp(TILE_ROWS)) as (i0, _):
             row_block(i0, TILE_ROWS)
-        rest = builder.sub(m, blocked)
-        for rows in range(1, TILE_ROWS):
-            with builder.if_then(builder.icmp_signed("==", rest, intp(rows))):
-                row_block(blocked, rows)
+        # the last m % TILE_ROWS rows in tiles of 4, 2 and 1 rows (each at most once)
+        start = blocked
+        for rows in (4, 2, 1):
+            fits = builder.icmp_signed("<=", builder.add(start, intp(rows)), m)
+            with builder.if_then(fits):
+                row_block(start, rows)
+            start = builder.select(fits, builder.add(start, intp(rows)), start)
         return context.get_dummy_value()
 
     return codegen
