@@ -653,10 +653,10 @@ if not numba.config.DISABLE_JIT:
 # ms vs 6.50-6.72). The rows past the last whole tile go in tiles of 4, 2 and 1 rows, the
 # shorter ones wider to keep 8 sums (one row of W-infer1's 64x128: 1.08 us at 8 vectors
 # vs 1.62 at 2): four tile heights, not one per leftover count, since every height is
-# loops emitted at every product (a cold W-compile 10.6 s against 13.3 with all six; the
-# epochs unchanged within the host's noise, three alternations). The columns past the
-# last whole tile go one vector at a time, the last partial vector masked. 32-byte
-# vectors on every CPU, AVX-512 ones included: one code path, the one CI runs.
+# loops emitted at every product (a cold W-compile 10.6-12.3 s in three runs against
+# 12.6-13.3 with all six; the epochs unchanged within the host's noise). The columns
+# past the last whole tile go one vector at a time, the last partial vector masked.
+# 32-byte vectors on every CPU, AVX-512 ones included: one code path, the one CI runs.
 TILE_ROWS = 6
 TILE_WIDTH = {6: 2, 4: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
 _TILE_BYTES = 32
