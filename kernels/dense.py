@@ -24,7 +24,7 @@ from ._jit import (
 # 64x64x128, x.T @ delta takes 43 us vs 29 (b no longer fits in L1, and BLAS packs it).
 # A W-small epoch with the limit at 2**18 took 0.91x the time it took at 2**17 (two
 # alternations of the bench: 6.74-6.91 ms vs 7.38-7.58).
-# Forward products of fewer than FEW_ROWS rows take the tiles at any size: one pass over
+# Products of fewer than FEW_ROWS rows take the tiles at any size: one pass over
 # w, which BLAS would pack first (784x512, us, tiles / BLAS, float64: 1 row 141 / 256,
 # 2 rows 177 / 181, 3 rows 398 / 214; float32: 30 / 122, 39 / 113, 60 / 121).
 # `python benchmarks/matmul_threshold.py` re-measures.
@@ -52,15 +52,30 @@ SMALL_GEMM_BLOCK = 1200
 
 
 @inline
+def _dot(a, b, out):
+    # out = a @ b, in the tiles or through BLAS by the rule above
+    if a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[1] <= TILE_MAX:
+        tile_dot_into(a, b, out)
+    else:
+        dot_into(a, b, out)
+
+
+@inline
+def _dot_t(a, b, out):
+    # out = a.T @ b, likewise (a's rows are the inner dimension: no few-rows case)
+    if a.shape[0] * a.shape[1] * b.shape[1] <= TILE_MAX:
+        tile_dot_t_into(a, b, out)
+    else:
+        dot_t_into(a, b, out)
+
+
+@inline
 def _matmul_bias(x, w, b, relu, out):
     # out = x @ w + b, with ReLU applied in the same pass when relu. Written back after the
     # sum, ReLU's zeros are plain stores; in place on its own (z = z if z > 0 else 0) it
     # compiled to masked stores of the zeros, which AMD's Zen 3 runs slowly: 256 elements
     # in 174-206 ns against 44-56 for the same select into a second array.
-    if x.shape[0] < FEW_ROWS or x.shape[0] * x.shape[1] * w.shape[1] <= TILE_MAX:
-        tile_dot_into(x, w, out)
-    else:
-        dot_into(x, w, out)
+    _dot(x, w, out)
     zero = out.dtype.type(0)
     for i in range(x.shape[0]):
         if relu:
@@ -79,10 +94,7 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
     n, n_in = x.shape
     n_out = delta.shape[1]
-    if n * n_in * n_out <= TILE_MAX:
-        tile_dot_t_into(x, delta, grad_w)
-    else:
-        dot_t_into(x, delta, grad_w)
+    _dot_t(x, delta, grad_w)
     if scale:
         for k in range(n_in):
             for j in range(n_out):
@@ -106,10 +118,7 @@ def _grad_input(delta, w, scratch, out):
         for j in range(n_out):
             for k in range(n_in):
                 w_t[j, k] = w[k, j]
-        if delta.shape[0] * n_in * n_out <= TILE_MAX:
-            tile_dot_into(delta, w_t, out)
-        else:
-            dot_into(delta, w_t, out)
+        _dot(delta, w_t, out)
     elif n_out >= 32 and delta.shape[0] * n_in * n_out <= SMALL_GEMM_MAX:
         step = max(1, SMALL_GEMM_BLOCK // delta.shape[0])
         for start in range(0, n_in, step):
