@@ -656,17 +656,28 @@ if not numba.config.DISABLE_JIT:
 # loops emitted at every product (a cold W-compile 10.6-12.3 s in three runs against
 # 12.6-13.3 with all six; the epochs unchanged within the host's noise). The columns
 # past the last whole tile go one vector at a time, the last partial vector masked.
-# 32-byte vectors on every CPU, AVX-512 ones included: one code path, the one CI runs.
+# Vectors of 64 bytes where the CPU numba compiles for has AVX-512F, else 32 (LLVM
+# splits a 64-byte vector in two on AVX2, so the tests run both widths on any CPU). On
+# an AVX-512 Xeon, 32-byte tiles lost to OpenBLAS's SkylakeX small-matrix kernels from
+# 16x16x16 up; 64-byte ones, alternating with them in one process: 16x4x16 67 vs 118 ns,
+# 32x64x64 7.4 vs 11.1 us, 32x128x64 16.5 vs 22.5 us (n_out = 3, one masked vector of 8
+# doubles instead of 4: 151 vs 135 ns), about even with BLAS; epochs, the two widths in
+# two processes at once on the two cores: W-tiny 64-65 vs 68-71 us, W-small 5.4-5.8 vs
+# 8.0 ms.
 TILE_ROWS = 6
 TILE_WIDTH = {6: 2, 4: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
-_TILE_BYTES = 32
+TILE_BYTES = None  # None: by the CPU, as above; a test compiles either width by setting it
+
+
+def tile_bytes(context):
+    return TILE_BYTES or (64 if _has_avx512(context) else 32)
 
 
 def _tile_codegen(transpose_a):
     def codegen(context, builder, sig, args):
         real = context.get_value_type(sig.args[0].dtype)
         size = context.get_abi_sizeof(real)
-        lanes = _TILE_BYTES // size
+        lanes = tile_bytes(context) // size
         vec = llvmlite.ir.VectorType(real, lanes)
         i32, i1 = llvmlite.ir.IntType(32), llvmlite.ir.IntType(1)
         intp = context.get_value_type(numba.types.intp)

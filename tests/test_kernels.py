@@ -112,19 +112,48 @@ def test_dense_forward_of_a_few_rows_matches_numpy(rng, dtype, n, n_in):
         assert_allclose(out, npb.dense_forward(x, w, b), **TOL[dtype])
 
 
-@numba.njit(**_jit._OPTS)
-def _tile_products(a, a_t, b, out, out_t):
-    _jit.tile_dot_into(a, b, out)
-    _jit.tile_dot_t_into(a_t, b, out_t)
+def _tile_products(width):
+    # both tile intrinsics compiled afresh with width-byte vectors (the CPU's own width
+    # where width is None); LLVM splits a 64-byte vector in two where the CPU has none
+    saved = _jit.TILE_BYTES
+    _jit.TILE_BYTES = width
+    try:
+        tile, tile_t = _jit._tile_intrinsic(False), _jit._tile_intrinsic(True)
+
+        @numba.njit(**_jit._OPTS)
+        def products(a, a_t, b, out, out_t):
+            tile(a, b, out)
+            tile_t(a_t, b, out_t)
+
+        for dtype in DTYPES:  # compiled while the width is set
+            products(*(np.zeros((1, 1), dtype) for _ in range(5)))
+    finally:
+        _jit.TILE_BYTES = saved
+    return products
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
+                           "with no Python body; their JIT-off twins are np.dot")
+def test_register_tiles_are_as_wide_as_the_cpus_vectors():
+    from numba.core.registry import cpu_target
+
+    features = cpu_target.target_context.codegen()._tm_features.split(",")
+    assert _jit.tile_bytes(cpu_target.target_context) == (64 if "+avx512f" in features else 32)
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
+                           "with no Python body; their JIT-off twins are np.dot")
+@pytest.mark.parametrize("width", [32, 64])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_register_tiles_match_numpy_at_every_edge(rng, dtype):
+def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
     # Every tile shape: rows 0 to 2 * TILE_ROWS + 3 (each number of leftover rows, whose
     # tiles are wider), columns up to past two of the widest tiles (whole tiles, whole
     # single vectors, a masked last vector), depth 0 (out becomes 0), 1 and odd. Each
     # element of out is written: it starts NaN.
-    lanes = _jit._TILE_BYTES // np.dtype(dtype).itemsize
+    products = _tile_products(width)
+    lanes = width // np.dtype(dtype).itemsize
     widest = lanes * max(TILE_WIDTH.values())
     for m in range(2 * TILE_ROWS + 4):
         for depth in (0, 1, 5):
@@ -133,7 +162,7 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype):
                 a = _normal(rng, (m, depth), dtype)
                 b = _normal(rng, (depth, n), dtype)
                 out, out_t = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
-                _tile_products(a, np.ascontiguousarray(a.T), b, out, out_t)
+                products(a, np.ascontiguousarray(a.T), b, out, out_t)
                 assert_allclose(out, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n}")
                 assert_allclose(out_t, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n} (a.T)")
 
