@@ -673,28 +673,83 @@ def tile_bytes(context):
     return TILE_BYTES or (64 if _has_avx512(context) else 32)
 
 
+class _Vectors:
+    """The vector operations the IR kernels below emit, on vectors of ``lanes`` elements
+    of ``dtype``: LLVM's own fma and masked load and store, which it lowers to the best
+    the CPU has (on AVX-512 a masked lane costs nothing more)."""
+
+    def __init__(self, context, builder, dtype, lanes):
+        ir = llvmlite.ir
+        self.builder, self.lanes = builder, lanes
+        self.real = context.get_value_type(dtype)
+        self.size = context.get_abi_sizeof(self.real)
+        self.intp = context.get_value_type(numba.types.intp)
+        self.vec = ir.VectorType(self.real, lanes)
+        self.index_vec = ir.VectorType(self.intp, lanes)
+        self.zero = ir.Constant(self.vec, None)
+        self.lane = ir.Constant(self.index_vec, list(range(lanes)))  # 0, 1, ..., lanes - 1
+        self._i32 = ir.IntType(32)
+        self._align = self._i32(self.size)
+        self._ptr = self.vec.as_pointer()
+        mask_ty = ir.VectorType(ir.IntType(1), lanes)
+        width = f"v{lanes}f{self.size * 8}"
+        module = builder.module
+        self._fma = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self.vec] * 3), f"llvm.fma.{width}")
+        self._masked_load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self._ptr, self._i32, mask_ty, self.vec]),
+            f"llvm.masked.load.{width}.p0")
+        self._masked_store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.vec, self._ptr, self._i32, mask_ty]),
+            f"llvm.masked.store.{width}.p0")
+        self.sqrt = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self.vec]), f"llvm.sqrt.{width}")
+        self._broadcast = ir.Constant(ir.VectorType(self._i32, lanes), [0] * lanes)
+
+    def const(self, value):
+        return llvmlite.ir.Constant(self.vec, [value] * self.lanes)
+
+    def splat(self, value, vty=None):
+        """``value`` in every lane of a vector of type ``vty`` (default: of reals)."""
+        vty = vty or self.vec
+        undef = llvmlite.ir.Constant(vty, llvmlite.ir.Undefined)
+        one = self.builder.insert_element(undef, value, self._i32(0))
+        return self.builder.shuffle_vector(one, undef, self._broadcast)
+
+    def below(self, start, limit):
+        """The mask of lanes ``start + i < limit``."""
+        return self.builder.icmp_signed("<", self.builder.add(self.splat(start, self.index_vec),
+                                                              self.lane),
+                                        self.splat(limit, self.index_vec))
+
+    def fma(self, a, b, c):
+        return self.builder.call(self._fma, [a, b, c])
+
+    def at(self, arr, offset):
+        """A vector pointer to element ``offset`` of the flat data of ``arr``."""
+        return self.builder.bitcast(self.builder.gep(arr.data, [offset], inbounds=True),
+                                    self._ptr)
+
+    def load(self, at, mask=None, passthru=None):
+        """The vector at ``at``; with a mask, only its lanes (the rest ``passthru``)."""
+        if mask is None:
+            return self.builder.load(at, align=self.size)
+        fill = self.zero if passthru is None else passthru
+        return self.builder.call(self._masked_load, [at, self._align, mask, fill])
+
+    def store(self, value, at, mask=None):
+        if mask is None:
+            self.builder.store(value, at, align=self.size)
+        else:
+            self.builder.call(self._masked_store, [value, at, self._align, mask])
+
+
 def _tile_codegen(transpose_a):
     def codegen(context, builder, sig, args):
-        real = context.get_value_type(sig.args[0].dtype)
-        size = context.get_abi_sizeof(real)
-        lanes = tile_bytes(context) // size
-        vec = llvmlite.ir.VectorType(real, lanes)
-        i32, i1 = llvmlite.ir.IntType(32), llvmlite.ir.IntType(1)
-        intp = context.get_value_type(numba.types.intp)
-        mask_ty = llvmlite.ir.VectorType(i1, lanes)
-        index_vec = llvmlite.ir.VectorType(intp, lanes)
-        width = f"v{lanes}f{size * 8}"
-        ptr = vec.as_pointer()
-        fma_fn = cgutils.get_or_insert_function(
-            builder.module, llvmlite.ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.{width}")
-        masked_load = cgutils.get_or_insert_function(
-            builder.module, llvmlite.ir.FunctionType(vec, [ptr, i32, mask_ty, vec]),
-            f"llvm.masked.load.{width}.p0")
-        masked_store = cgutils.get_or_insert_function(
-            builder.module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(),
-                                                     [vec, ptr, i32, mask_ty]),
-            f"llvm.masked.store.{width}.p0")
-        align = i32(size)
+        dtype = sig.args[0].dtype
+        lanes = tile_bytes(context) // np.dtype(str(dtype)).itemsize
+        ops = _Vectors(context, builder, dtype, lanes)
+        intp, zero = ops.intp, ops.zero
         a, b, out = (context.make_array(ty)(context, builder, value=val)
                      for ty, val in zip(sig.args, args))
         a_rows, a_cols = cgutils.unpack_tuple(builder, a.shape, 2)
@@ -708,18 +763,6 @@ def _tile_codegen(transpose_a):
                                (n, cgutils.unpack_tuple(builder, out.shape, 2)[1])):
                 with builder.if_then(builder.icmp_signed(">", count, intp(0))):
                     cgutils.do_boundscheck(context, builder, builder.sub(count, intp(1)), dim)
-        zero = llvmlite.ir.Constant(vec, None)
-        lane = llvmlite.ir.Constant(index_vec, list(range(lanes)))
-        broadcast = llvmlite.ir.Constant(llvmlite.ir.VectorType(i32, lanes), [0] * lanes)
-
-        def splat(value, vty):
-            one = builder.insert_element(llvmlite.ir.Constant(vty, llvmlite.ir.Undefined),
-                                         value, i32(0))
-            return builder.shuffle_vector(
-                one, llvmlite.ir.Constant(vty, llvmlite.ir.Undefined), broadcast)
-
-        def vector_at(arr, offset):
-            return builder.bitcast(builder.gep(arr.data, [offset], inbounds=True), ptr)
 
         def tile(i0, j0, rows, masks):
             # out[i0 : i0 + rows, j0 : j0 + len(masks) * lanes] = op(a)[i0 : i0 + rows] @ b
@@ -730,22 +773,19 @@ def _tile_codegen(transpose_a):
             builder.position_at_end(loop)
             k = builder.phi(intp)
             k.add_incoming(intp(0), entry)
-            sums = [[builder.phi(vec) for _ in masks] for _ in range(rows)]
+            sums = [[builder.phi(ops.vec) for _ in masks] for _ in range(rows)]
             for phi in (p for row in sums for p in row):
                 phi.add_incoming(zero, entry)
             b_row = builder.add(builder.mul(k, n), j0)
             b_vecs = []
             for v, mask in enumerate(masks):
-                at = vector_at(b, builder.add(b_row, intp(v * lanes)))
-                b_vecs.append(builder.load(at, align=size) if mask is None
-                              else builder.call(masked_load, [at, align, mask, zero]))
+                b_vecs.append(ops.load(ops.at(b, builder.add(b_row, intp(v * lanes))), mask))
             a_k = builder.mul(k, depth_step)
             new = []
             for r in range(rows):
                 at = builder.add(builder.mul(builder.add(i0, intp(r)), row_step), a_k)
-                a_rk = splat(builder.load(builder.gep(a.data, [at], inbounds=True)), vec)
-                new.append([builder.call(fma_fn, [a_rk, b_v, s])
-                            for b_v, s in zip(b_vecs, sums[r])])
+                a_rk = ops.splat(builder.load(builder.gep(a.data, [at], inbounds=True)))
+                new.append([ops.fma(a_rk, b_v, s) for b_v, s in zip(b_vecs, sums[r])])
             k_next = builder.add(k, intp(1))
             last = builder.basic_block
             k.add_incoming(k_next, last)
@@ -757,23 +797,18 @@ def _tile_codegen(transpose_a):
             results = []
             for r in range(rows):
                 for value in new[r]:
-                    result = builder.phi(vec)
+                    result = builder.phi(ops.vec)
                     result.add_incoming(zero, entry)
                     result.add_incoming(value, last)
                     results.append(result)
             for r in range(rows):
                 row = builder.add(builder.mul(builder.add(i0, intp(r)), n), j0)
                 for v, mask in enumerate(masks):
-                    at = vector_at(out, builder.add(row, intp(v * lanes)))
-                    value = results[r * len(masks) + v]
-                    if mask is None:
-                        builder.store(value, at, align=size)
-                    else:
-                        builder.call(masked_store, [value, at, align, mask])
+                    ops.store(results[r * len(masks) + v],
+                              ops.at(out, builder.add(row, intp(v * lanes))), mask)
 
         whole = builder.mul(builder.sdiv(n, intp(lanes)), intp(lanes))
-        tail_mask = builder.icmp_signed("<", builder.add(splat(whole, index_vec), lane),
-                                        splat(n, index_vec))
+        tail_mask = ops.below(whole, n)
 
         def row_block(i0, rows):
             step = lanes * TILE_WIDTH[rows]
@@ -859,42 +894,16 @@ def _has_avx512(context):
 def _adam_estimates_codegen(context, builder, sig, args):
     dtype = str(sig.args[0].dtype)
     lanes, steps = _ESTIMATE_LANES[dtype], _ESTIMATE_STEPS[dtype]
-    real = context.get_value_type(sig.args[0].dtype)
-    vec = llvmlite.ir.VectorType(real, lanes)
-    i32, i1 = llvmlite.ir.IntType(32), llvmlite.ir.IntType(1)
-    intp = context.get_value_type(numba.types.intp)
-    index_vec, mask_ty = llvmlite.ir.VectorType(intp, lanes), llvmlite.ir.VectorType(i1, lanes)
-    module = builder.module
-    width = f"v{lanes}f{64 if dtype == 'float64' else 32}"
+    ops = _Vectors(context, builder, sig.args[0].dtype, lanes)
+    real, vec, intp, const, fma = ops.real, ops.vec, ops.intp, ops.const, ops.fma
     suffix = "pd" if dtype == "float64" else "ps"
     estimate_ty = llvmlite.ir.FunctionType(vec, [vec, vec, llvmlite.ir.IntType(lanes)])
-    rsqrt = cgutils.get_or_insert_function(module, estimate_ty,
+    rsqrt = cgutils.get_or_insert_function(builder.module, estimate_ty,
                                            f"llvm.x86.avx512.rsqrt14.{suffix}.512")
-    rcp = cgutils.get_or_insert_function(module, estimate_ty,
+    rcp = cgutils.get_or_insert_function(builder.module, estimate_ty,
                                          f"llvm.x86.avx512.rcp14.{suffix}.512")
-    fma_fn = cgutils.get_or_insert_function(
-        module, llvmlite.ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.{width}")
-    ptr = vec.as_pointer()
-    masked_load = cgutils.get_or_insert_function(
-        module, llvmlite.ir.FunctionType(vec, [ptr, i32, mask_ty, vec]),
-        f"llvm.masked.load.{width}.p0")
-    masked_store = cgutils.get_or_insert_function(
-        module, llvmlite.ir.FunctionType(llvmlite.ir.VoidType(), [vec, ptr, i32, mask_ty]),
-        f"llvm.masked.store.{width}.p0")
-    def const(value):
-        return llvmlite.ir.Constant(vec, [value] * lanes)
-
-    def splat(value, vty):
-        one = builder.insert_element(llvmlite.ir.Constant(vty, None), value, i32(0))
-        return builder.shuffle_vector(one, llvmlite.ir.Constant(vty, None),
-                                      llvmlite.ir.Constant(llvmlite.ir.VectorType(i32, lanes),
-                                                           [0] * lanes))
-
-    def fma(a, b, c):
-        return builder.call(fma_fn, [a, b, c])
-
     b1, c1, b2, c2, neg_step, eps, alpha, inv = (
-        splat(context.cast(builder, val, ty, sig.args[0].dtype), vec)
+        ops.splat(context.cast(builder, val, ty, sig.args[0].dtype))
         for val, ty in zip(args[5:13], sig.args[5:13]))
     theta, grad, m, v = (context.make_array(ty)(context, builder, value=val)
                          for ty, val in zip(sig.args[:4], args[:4]))
@@ -904,14 +913,9 @@ def _adam_estimates_codegen(context, builder, sig, args):
             room = builder.add(cgutils.unpack_tuple(builder, arr.shape, 1)[0], intp(1))
             cgutils.do_boundscheck(context, builder, n, room)
     n_weights = context.cast(builder, args[4], sig.args[4], numba.types.intp)
-    n_vec, n_weights_vec = splat(n, index_vec), splat(n_weights, index_vec)
-    lane = llvmlite.ir.Constant(index_vec, list(range(lanes)))
-    zero, one = const(0.0), const(1.0)
+    zero, one = ops.zero, const(1.0)
     info = np.finfo(dtype)
     all_lanes = llvmlite.ir.IntType(lanes)((1 << lanes) - 1)
-    align = i32(context.get_abi_sizeof(real))
-    sqrt_fn = cgutils.get_or_insert_function(
-        module, llvmlite.ir.FunctionType(vec, [vec]), f"llvm.sqrt.{width}")
     # The estimates take subnormals for 0 and have no answer for inf or NaN: a vector with
     # such a v' takes the exact square root and divide instead (rare: a gradient whose
     # square overflows, a NaN). The estimates see v' clamped to v_floor, whose half (in
@@ -931,29 +935,18 @@ def _adam_estimates_codegen(context, builder, sig, args):
     def update(p, active, all_weights):
         # lanes p .. p + lanes - 1; active: the mask of those below n (a partial last
         # vector), or None for a whole one; all_weights: every lane below n_weights
-        ptrs = [builder.bitcast(builder.gep(arr.data, [p], inbounds=True), ptr)
-                for arr in (theta, grad, m, v)]
-
-        def load(x, passthru):
-            if active is None:
-                return builder.load(x, align=align.constant)
-            return builder.call(masked_load, [x, align, active, passthru])
+        ptrs = [ops.at(arr, p) for arr in (theta, grad, m, v)]
 
         def store(value, x):
-            if active is None:
-                builder.store(value, x, align=align.constant)
-            else:
-                builder.call(masked_store, [value, x, align, active])
+            ops.store(value, x, active)
 
-        t_old, g, m_old, v_old = (load(x, fill)
+        t_old, g, m_old, v_old = (ops.load(x, active, fill)
                                   for x, fill in zip(ptrs, (zero, zero, zero, one)))
         # weights (the first n_weights parameters) take the L2 term
         if all_weights:
             g = fma(alpha, t_old, g)
         else:
-            index = builder.add(splat(p, index_vec), lane)
-            g = builder.select(builder.icmp_signed("<", index, n_weights_vec),
-                               fma(alpha, t_old, g), g)
+            g = builder.select(ops.below(p, n_weights), fma(alpha, t_old, g), g)
         g = builder.fmul(g, inv)
         m_new = fma(b1, m_old, builder.fmul(c1, g))
         v_new = fma(b2, v_old, builder.fmul(c2, builder.fmul(g, g)))
@@ -965,7 +958,7 @@ def _adam_estimates_codegen(context, builder, sig, args):
                                             mask_bits(0))
         with builder.if_else(any_careful, likely=False) as (exact, estimated):
             with exact:
-                den = builder.fadd(builder.call(sqrt_fn, [v_new]), eps)
+                den = builder.fadd(builder.call(ops.sqrt, [v_new]), eps)
                 store(builder.fadd(t_old, builder.fdiv(builder.fmul(neg_step, m_new), den)),
                       ptrs[0])
             with estimated:
@@ -995,8 +988,7 @@ def _adam_estimates_codegen(context, builder, sig, args):
     with cgutils.for_range_slice(builder, weights_end, end, intp(lanes)) as (p, _):
         update(p, None, False)
     with builder.if_then(builder.icmp_signed("<", end, n)):
-        update(end, builder.icmp_signed("<", builder.add(splat(end, index_vec), lane), n_vec),
-               False)
+        update(end, ops.below(end, n), False)
     return context.get_dummy_value()
 
 
