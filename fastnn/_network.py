@@ -55,9 +55,6 @@ def aligned_copy(a):
     return out
 
 
-# Rows per block when predicting: bounds the scratch of predict_forward.
-PREDICT_BLOCK = 1024
-
 # Training groups epochs into engine calls of about this many seconds: long enough that
 # the per-call Python work (shuffle, snapshot, bookkeeping) stops mattering for tiny
 # nets, short enough that Ctrl-C, which waits for the running call, still answers promptly.
@@ -106,9 +103,6 @@ class Network:
         self.engine = get_backend(backend)
         self.offsets, n_params = layout([int(s) for s in self.sizes])
         self.theta = aligned_zeros(n_params, dtype)
-        # Units per row of predict's scratch; kept: the NumPy sum costs 1.4 us, a quarter
-        # of a one-row predict.
-        self.hidden_units = int(self.sizes[1:-1].sum())
 
     @property
     def n_layers(self):
@@ -150,12 +144,8 @@ class Network:
         """Output activation for each row of ``x`` (C-contiguous, of the network's dtype);
         None when ``x`` holds a NaN or an infinity."""
         out = np.empty((x.shape[0], int(self.sizes[-1])), dtype=self.dtype)
-        # per call, so not aligned_empty (~1.2 us, most of it reading the address): the
-        # activations' alignment did not show in W-inferB (41.3 vs 41.5 ms a call)
-        work = np.empty(max(1, min(x.shape[0], PREDICT_BLOCK) * self.hidden_units),
-                        dtype=self.dtype)
         if not self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts,
-                                           work, out):
+                                           out):
             return None
         return out
 
@@ -170,49 +160,43 @@ class Network:
 
 
 class Predictor:
-    """A compiled forward pass with its buffers allocated once: low-latency predict.
+    """A compiled forward pass bound to a copy of the weights: low-latency predict.
 
     Calling it with a C-contiguous ndarray of the model's dtype and width (one row, say)
-    skips all conversion: one finiteness check and one kernel call. Anything else goes
-    through the full validation first. The weights are copied at creation: later training
-    of the model does not change a predictor made before it.
+    skips all conversion: a few attribute tests and one kernel call, which checks
+    finiteness itself. Anything else goes through the full validation first. The
+    weights are copied at creation: later training of the model does not change a
+    predictor made before it. Calls from several threads at once are safe: each has
+    its own scratch.
 
     Parameters
     ----------
     net : Network
-    max_rows : int
-        Calls with up to this many rows reuse the preallocated scratch.
     """
 
-    def __init__(self, net, max_rows=1):
+    def __init__(self, net):
         from fastnn.kernels import predict_forward
 
-        self._theta = aligned_copy(net.theta)
         self._dtype = np.dtype(net.dtype)
         self._n_in = int(net.sizes[0])
         self._n_out = int(net.sizes[-1])
-        self._hidden = net.hidden_units
-        self._max_rows = max_rows
-        self._work = aligned_empty(max(1, max_rows * self._hidden), net.dtype)
-        # The clean-input test, as one tuple comparison: C-contiguous rows of n_in items.
+        # The clean-input test: 2-D (two strides), rows of n_in contiguous items.
         self._row_strides = (self._n_in * self._dtype.itemsize, self._dtype.itemsize)
         forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
-        theta, sizes, offsets, acts = self._theta, net.sizes, net.offsets, net.acts
-        # Bound once: a call then costs the type checks, one allocation and one dispatch
-        # (the kernel checks finiteness itself).
-        self._run = lambda x, work, out: forward(x, theta, sizes, offsets, acts, work, out)
+        theta, sizes, offsets, acts = aligned_copy(net.theta), net.sizes, net.offsets, net.acts
+        self._theta = theta
+        self._run = lambda x, out: forward(x, theta, sizes, offsets, acts, out)
 
     def __call__(self, x):
         """Output activations for the rows of ``x``, shape (n_rows, n_outputs)."""
-        if not (type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == 2
-                and x.shape[1] == self._n_in and x.strides == self._row_strides
+        # dtype identity: NumPy's built-in dtypes are singletons, and an equal dtype that
+        # is another object only takes the long way
+        if not (type(x) is np.ndarray and x.dtype is self._dtype
+                and x.strides == self._row_strides and x.shape[1] == self._n_in
                 and x.shape[0] > 0):
             x = check_X(x, self._dtype.type, n_features=self._n_in, finite=False)
-        rows = x.shape[0]
-        work = self._work if rows <= self._max_rows else aligned_empty(
-            max(1, min(rows, PREDICT_BLOCK) * self._hidden), self._dtype)
-        out = np.empty((rows, self._n_out), dtype=self._dtype)
-        if not self._run(x, work, out):
+        out = np.empty((x.shape[0], self._n_out), dtype=self._dtype)
+        if not self._run(x, out):
             check_finite(x, "X")  # raises, naming NaN or infinity
         return out
 

@@ -394,17 +394,17 @@ class Sequential:
                              f"values up to {np.abs(X).max():.3g}: scale the inputs")
         return out
 
-    def compile_predictor(self, *, max_rows=1):
+    def compile_predictor(self):
         """A low-latency callable ``f(X) -> predict_proba(X)`` for repeated small calls.
 
-        It holds a copy of the current weights and preallocated buffers; a C-contiguous
-        array of the model's dtype and width skips conversion entirely. See
+        It holds a copy of the current weights; a C-contiguous array of the model's dtype
+        and width skips conversion entirely, and threads may share it. See
         :class:`fastnn._network.Predictor`.
         """
         from fastnn._network import Predictor
 
         self._check_built("compile_predictor")
-        return Predictor(self._net, check_positive_int(max_rows, "max_rows"))
+        return Predictor(self._net)
 
     def predict(self, X, /):
         """Class labels (classifiers) or predicted values (regression)."""

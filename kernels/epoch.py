@@ -336,19 +336,23 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     return orders.shape[0]
 
 
+# Rows per block when predicting: bounds the scratch predict_forward allocates.
+PREDICT_BLOCK = 1024
+
+
 @kernel
-def predict_forward(x, theta, sizes, offsets, acts, work, out):
+def predict_forward(x, theta, sizes, offsets, acts, out):
     """Network output (probabilities or regression values) for every row of ``x``.
 
-    Rows run in blocks of ``len(work) // sum(sizes[1:-1])`` (at least one row), so the
-    scratch stays small however many rows come in.
+    Rows run in blocks of up to ``PREDICT_BLOCK``, their hidden activations in scratch
+    that each call allocates for itself: callers share weights, never scratch, so one
+    model or compiled predictor serves several threads at once (the kernel releases the
+    GIL).
 
     Parameters
     ----------
     x : ndarray of shape (n_samples, sizes[0])
     theta, sizes, offsets, acts : see the module docstring.
-    work : ndarray of shape (>= sum(sizes[1:-1]),)
-        Scratch for the hidden activations of one block.
     out : ndarray of shape (n_samples, sizes[-1])
         Overwritten with the output activation.
 
@@ -360,15 +364,12 @@ def predict_forward(x, theta, sizes, offsets, acts, work, out):
     """
     if not _finite_rows(x):
         return False
-    x, theta, sizes, offsets, acts, work, out = (borrowed(x), borrowed(theta), borrowed(sizes),
-                                                 borrowed(offsets), borrowed(acts),
-                                                 borrowed(work), borrowed(out))
+    x, theta, sizes, offsets, acts, out = (borrowed(x), borrowed(theta), borrowed(sizes),
+                                           borrowed(offsets), borrowed(acts), borrowed(out))
     n_layers = sizes.shape[0] - 1
     total, _ = _layer_widths(sizes)
-    hidden = total - sizes[n_layers]
-    cap = x.shape[0]
-    if hidden > 0:
-        cap = max(1, work.shape[0] // hidden)
+    cap = max(1, min(x.shape[0], PREDICT_BLOCK))
+    work = np.empty(max(1, cap * (total - sizes[n_layers])), theta.dtype)
     out_code = acts[n_layers - 1]
     for start in range(0, x.shape[0], cap):
         stop = min(start + cap, x.shape[0])

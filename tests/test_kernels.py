@@ -22,6 +22,7 @@ from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels import _jit
 from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
+from fastnn.kernels.epoch import PREDICT_BLOCK
 from fastnn.kernels.dense import (
     SMALL_GEMM_BLOCK,
     FEW_ROWS,
@@ -722,13 +723,6 @@ def test_engine_kernels_stay_inside_work(rng, batch_size):
     K.loss_grad(x, y, sw, theta, net.sizes, net.offsets, net.acts, hyper, buf[:size], grad)
     assert np.isnan(buf[size:]).all()
 
-    size = batch_size * int(net.sizes[1:-1].sum())  # predict: block rows x hidden widths
-    buf = np.full(size + 64, np.nan)
-    out = np.empty((37, 3))
-    K.predict_forward(x, theta, net.sizes, net.offsets, net.acts, buf[:size], out)
-    assert np.isnan(buf[size:]).all()
-    assert np.isfinite(out).all()
-
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, k", ROWS)
@@ -788,22 +782,34 @@ def test_sample_weight_two_equals_repeating_the_sample(rng, engine):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 @pytest.mark.parametrize("output", sorted(OUTPUT))
-@pytest.mark.parametrize("block_rows", [1, 5, 37, 100])
-def test_predict_forward_matches_numpy(rng, dtype, arch, output, block_rows):
-    # work holds block_rows rows of hidden activations: 37 rows run in ceil(37 / rows)
-    # blocks (the last one short); 100 >= 37 is a single block.
+@pytest.mark.parametrize("rows", [1, 37])
+def test_predict_forward_matches_numpy(rng, dtype, arch, output, rows):
     code, n_out = OUTPUT[output]
     hidden = ARCHS[arch]
     net = _net(rng, [5] + [7, 6][: len(hidden)] + [n_out], hidden + [code], dtype)
-    x, _, _ = _data(rng, 37, net)
-    n_hidden = int(net.sizes[1:-1].sum())
-    out = np.full((37, n_out), np.nan, dtype)
-    assert K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
-                             np.empty(max(1, block_rows * n_hidden), dtype), out) is True
+    x, _, _ = _data(rng, rows, net)
+    out = np.full((rows, n_out), np.nan, dtype)
+    assert K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out) is True
     want = np.full_like(out, np.nan)
-    assert npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, None,
-                               want) is True
+    assert npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, want) is True
     assert_allclose(out, want, **TOL[dtype])
+
+
+@pytest.mark.parametrize("rows", [PREDICT_BLOCK, PREDICT_BLOCK + 1, 2 * PREDICT_BLOCK + 37])
+def test_predict_forward_runs_long_inputs_in_blocks(rng, rows):
+    # the blocks' seams: each row's output is that row's predicted alone (to rounding:
+    # BLAS, which runs these products with the JIT off, sums 1 row and 1024 differently)
+    net = _net(rng, [5, 7, 6, 3], [K.RELU, K.TANH, K.SOFTMAX], np.float64)
+    x, _, _ = _data(rng, rows, net)
+    out = np.full((rows, 3), np.nan)
+    assert K.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out) is True
+    want = np.full_like(out, np.nan)
+    assert npb.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, want) is True
+    assert_allclose(out, want, **TOL[np.float64])
+    for r in (0, PREDICT_BLOCK - 1, rows - 1):
+        one = np.empty((1, 3))
+        K.predict_forward(x[r : r + 1], net.theta, net.sizes, net.offsets, net.acts, one)
+        assert_allclose(one[0], out[r], rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
@@ -815,8 +821,7 @@ def test_predict_forward_refuses_non_finite_rows(rng, engine, bad, row):
     x, _, _ = _data(rng, 37, net)
     x[row, 2] = bad
     out = np.full((37, 3), 7.0)
-    done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts,
-                                  np.empty(37 * 7), out)
+    done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out)
     assert done is False
     assert_array_equal(out, 7.0)
 
@@ -912,7 +917,7 @@ def test_worked_step_2_2_2(engine):
 
     # the forward pass alone
     p = np.empty((1, 2))
-    engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, np.empty(2), p)
+    engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, p)
     assert_allclose(p, [[0.88079707797788244, 0.11920292202211756]], **exact)
 
     # the gradients, before any update

@@ -395,7 +395,7 @@ def test_compiled_predictor_matches_predict_proba(iris, backend):
 
 
 def test_compiled_predictor_refuses_bad_rows(fitted):
-    predict = fitted.compile_predictor(max_rows=4)
+    predict = fitted.compile_predictor()
     with pytest.raises(ValueError, match="X contains NaN"):
         predict(np.full((1, 4), np.nan))
     with pytest.raises(ValueError, match="X contains infinity"):
@@ -406,8 +406,36 @@ def test_compiled_predictor_refuses_bad_rows(fitted):
     wide = np.zeros((5, 4))
     with pytest.raises(ValueError, match="X has 3 features"):
         predict(wide[:, :3])
-    with pytest.raises(ValueError, match="max_rows must be >= 1"):
-        fitted.compile_predictor(max_rows=0)
+    with pytest.raises(ValueError, match="X has 0 samples; at least 1 is required"):
+        predict(np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_compiled_predictor_is_safe_to_share_between_threads(backend):
+    # Two threads call one predictor at once with different rows; each must get its own
+    # rows' outputs. (An earlier predictor kept one scratch buffer for all its one-row
+    # calls: in this test it returned the other thread's activations in 1 to 5 calls of 20000.)
+    import threading
+
+    X, y = load_digits(return_X_y=True)
+    model = Sequential([Dense(128, activation="relu"), Dense(64, activation="relu"),
+                        Dense(10, activation="softmax")], backend=backend, seed=0)
+    model.fit(X / 16, y, epochs=1, batch_size=64)
+    predict = model.compile_predictor()
+    batches = [np.ascontiguousarray(X[i : i + 1] / 16) for i in range(2)]
+    want = [model.predict_proba(b) for b in batches]
+    wrong = [0, 0]
+
+    def hammer(i):
+        for _ in range(50000):
+            wrong[i] += not np.array_equal(predict(batches[i]), want[i])
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == [0, 0]
 
 
 def test_warmup_compiles_both_dtypes_for_every_entry_point():
@@ -480,7 +508,7 @@ def test_aligned_buffers(dtype, n):
 
 def test_engine_buffers_start_on_cache_lines(iris, tmp_path):
     # Every buffer the kernels stream: the weights, the gradient, the optimizer state and
-    # the work buffer of a fit, a loaded model's, and a compiled predictor's copies.
+    # the work buffer of a fit, a loaded model's, and a compiled predictor's weights.
     Xtr, ytr, _, _ = iris
     model = iris_model()
     model.fit(Xtr, ytr, epochs=2, batch_size=16)
@@ -488,7 +516,7 @@ def test_engine_buffers_start_on_cache_lines(iris, tmp_path):
     for a in (model._net.theta, trainer.grad, trainer.work, trainer.m, trainer.v):
         assert _line_aligned(a)
     predictor = model.compile_predictor()
-    assert _line_aligned(predictor._theta) and _line_aligned(predictor._work)
+    assert _line_aligned(predictor._theta)
     model.save(tmp_path / "m.npz")
     back = fastnn.load(tmp_path / "m.npz")
     for a in (back._net.theta, back._trainer.m, back._trainer.v):

@@ -278,7 +278,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     return len(orders)
 
 
-def predict_forward(x, theta, sizes, offsets, acts, work, out):
+def predict_forward(x, theta, sizes, offsets, acts, out):
     """Network output for every row of ``x``, written into ``out``; False (and ``out``
     untouched) when ``x`` is not all finite."""
     if not np.isfinite(x).all():
