@@ -22,7 +22,6 @@ from fastnn._network import Network, layout, make_hyper
 from fastnn.kernels import _jit
 from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
-from fastnn.kernels.epoch import PREDICT_BLOCK
 from fastnn.kernels.dense import (
     SMALL_GEMM_BLOCK,
     FEW_ROWS,
@@ -30,6 +29,7 @@ from fastnn.kernels.dense import (
     TILE_MAX,
     TRANSPOSE_MAX,
 )
+from fastnn.kernels.epoch import PREDICT_BLOCK
 from fastnn.backends import numpy as npb
 
 # (n, n_in, n_out) for the matmul kernels: products of at most TILE_MAX multiply-adds

@@ -414,7 +414,8 @@ def test_compiled_predictor_refuses_bad_rows(fitted):
 def test_compiled_predictor_is_safe_to_share_between_threads(backend):
     # Two threads call one predictor at once with different rows; each must get its own
     # rows' outputs. (An earlier predictor kept one scratch buffer for all its one-row
-    # calls: in this test it returned the other thread's activations in 1 to 5 calls of 20000.)
+    # calls: at 20000 calls a thread it returned the other thread's activations 5 and 1
+    # times.)
     import threading
 
     X, y = load_digits(return_X_y=True)
