@@ -597,15 +597,16 @@ def test_run_epochs_returns_batch_mean_losses_times_lengths(rng):
 
 @pytest.mark.parametrize("rows, capacity", [(8, 16), (16, 16), (17, 32), (32, 32)])
 def test_workspace_size_by_hand(rows, capacity):
-    # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7),
-    # and the gathered batch: x (5), y (3) and sample weights (1), per row of capacity
+    # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7), a
+    # one (the bias gradients' sums), and the gathered batch: x (5), y (3) and sample
+    # weights (1), per row of capacity
     # (rows rounded up to a multiple of 16, so every block starts on a 64-byte line); the
     # scratch for a transposed weight matrix; then theta, m and v at the start of an
     # epoch (111 parameters each)
     sizes = np.array([5, 7, 6, 3], np.int64)
     n_params = 6 * 7 + 8 * 6 + 7 * 3
     assert K.workspace_size(sizes, rows) == (
-        capacity * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1) + TRANSPOSE_MAX + 3 * n_params)
+        capacity * (7 + 6 + 3 + 2 * 7 + 1 + 5 + 3 + 1) + TRANSPOSE_MAX + 3 * n_params)
 
 
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
