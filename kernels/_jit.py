@@ -744,25 +744,36 @@ class _Vectors:
             self.builder.call(self._masked_store, [value, at, self._align, mask])
 
 
-def _tile_codegen(transpose_a):
+def _tile_codegen(transpose_a, column_sums=False):
+    # column_sums: (b, out) instead of (a, b, out), out = ones(1, len(b)) @ b as a 1-D
+    # array: the one-row tile with 1 for a, whose multiply-adds are plain additions.
     def codegen(context, builder, sig, args):
         dtype = sig.args[0].dtype
         lanes = tile_bytes(context) // np.dtype(str(dtype)).itemsize
         ops = _Vectors(context, builder, dtype, lanes)
         intp, zero = ops.intp, ops.zero
-        a, b, out = (context.make_array(ty)(context, builder, value=val)
-                     for ty, val in zip(sig.args, args))
-        a_rows, a_cols = cgutils.unpack_tuple(builder, a.shape, 2)
+        arrays = [context.make_array(ty)(context, builder, value=val)
+                  for ty, val in zip(sig.args, args)]
+        a, b, out = [None, *arrays] if column_sums else arrays
         depth, n = cgutils.unpack_tuple(builder, b.shape, 2)
-        m = cgutils.unpack_tuple(builder, out.shape, 2)[0]
-        # element (r, k) of op(a) sits at r * row_step + k * depth_step
-        row_step, depth_step = (intp(1), a_cols) if transpose_a else (a_cols, intp(1))
-        if context.enable_boundscheck:  # NUMBA_BOUNDSCHECK=1: the shapes agree
-            for count, dim in ((m, a_cols if transpose_a else a_rows),
-                               (depth, a_rows if transpose_a else a_cols),
-                               (n, cgutils.unpack_tuple(builder, out.shape, 2)[1])):
-                with builder.if_then(builder.icmp_signed(">", count, intp(0))):
-                    cgutils.do_boundscheck(context, builder, builder.sub(count, intp(1)), dim)
+        if column_sums:
+            m = intp(1)
+            if context.enable_boundscheck:  # NUMBA_BOUNDSCHECK=1: out holds a row of b
+                with builder.if_then(builder.icmp_signed(">", n, intp(0))):
+                    cgutils.do_boundscheck(context, builder, builder.sub(n, intp(1)),
+                                           cgutils.unpack_tuple(builder, out.shape, 1)[0])
+        else:
+            a_rows, a_cols = cgutils.unpack_tuple(builder, a.shape, 2)
+            m = cgutils.unpack_tuple(builder, out.shape, 2)[0]
+            # element (r, k) of op(a) sits at r * row_step + k * depth_step
+            row_step, depth_step = (intp(1), a_cols) if transpose_a else (a_cols, intp(1))
+            if context.enable_boundscheck:  # NUMBA_BOUNDSCHECK=1: the shapes agree
+                for count, dim in ((m, a_cols if transpose_a else a_rows),
+                                   (depth, a_rows if transpose_a else a_cols),
+                                   (n, cgutils.unpack_tuple(builder, out.shape, 2)[1])):
+                    with builder.if_then(builder.icmp_signed(">", count, intp(0))):
+                        cgutils.do_boundscheck(context, builder, builder.sub(count, intp(1)),
+                                               dim)
 
         def tile(i0, j0, rows, masks):
             # out[i0 : i0 + rows, j0 : j0 + len(masks) * lanes] = op(a)[i0 : i0 + rows] @ b
@@ -780,12 +791,15 @@ def _tile_codegen(transpose_a):
             b_vecs = []
             for v, mask in enumerate(masks):
                 b_vecs.append(ops.load(ops.at(b, builder.add(b_row, intp(v * lanes))), mask))
-            a_k = builder.mul(k, depth_step)
             new = []
-            for r in range(rows):
-                at = builder.add(builder.mul(builder.add(i0, intp(r)), row_step), a_k)
-                a_rk = ops.splat(builder.load(builder.gep(a.data, [at], inbounds=True)))
-                new.append([ops.fma(a_rk, b_v, s) for b_v, s in zip(b_vecs, sums[r])])
+            if column_sums:
+                new.append([builder.fadd(s, b_v) for b_v, s in zip(b_vecs, sums[0])])
+            else:
+                a_k = builder.mul(k, depth_step)
+                for r in range(rows):
+                    at = builder.add(builder.mul(builder.add(i0, intp(r)), row_step), a_k)
+                    a_rk = ops.splat(builder.load(builder.gep(a.data, [at], inbounds=True)))
+                    new.append([ops.fma(a_rk, b_v, s) for b_v, s in zip(b_vecs, sums[r])])
             k_next = builder.add(k, intp(1))
             last = builder.basic_block
             k.add_incoming(k_next, last)
@@ -820,6 +834,9 @@ def _tile_codegen(transpose_a):
             with builder.if_then(builder.icmp_signed("<", whole, n)):
                 tile(i0, whole, rows, [tail_mask])
 
+        if column_sums:
+            row_block(intp(0), 1)
+            return context.get_dummy_value()
         blocked = builder.mul(builder.sdiv(m, intp(TILE_ROWS)), intp(TILE_ROWS))
         with cgutils.for_range_slice(builder, intp(0), blocked, intp(TILE_ROWS)) as (i0, _):
             row_block(i0, TILE_ROWS)
@@ -850,6 +867,28 @@ def _tile_intrinsic(transpose_a):
     return tile_product
 
 
+def _column_sums_intrinsic():
+    codegen = _tile_codegen(False, column_sums=True)
+
+    @intrinsic
+    def column_sums(typingctx, a, out):
+        if (isinstance(a, numba.types.Array) and a.ndim == 2 and a.layout == "C"
+                and isinstance(out, numba.types.Array) and out.ndim == 1 and out.layout == "C"
+                and a.dtype == out.dtype and str(a.dtype) in _GEMM):
+            return numba.types.void(a, out), codegen
+        return None
+
+    return column_sums
+
+
+def column_sums_into(a, out):
+    """``out = a.sum(axis=0)`` of a C-contiguous 2-D float array, in a register per
+    column and row after row: the rounding of ``for i: out += a[i]`` (and NumPy's)."""
+    out[:] = 0
+    for row in a:
+        out += row
+
+
 def tile_dot_into(a, b, out):
     """``out = a @ b`` in register tiles, for C-contiguous 2-D float arrays of one dtype
     (small products: no BLAS call)."""
@@ -863,6 +902,7 @@ def tile_dot_t_into(a, b, out):
 
 if not numba.config.DISABLE_JIT:
     tile_dot_into, tile_dot_t_into = _tile_intrinsic(False), _tile_intrinsic(True)  # noqa: F811
+    column_sums_into = _column_sums_intrinsic()  # noqa: F811
 
 
 

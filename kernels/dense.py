@@ -4,6 +4,7 @@ import numpy as np
 
 from ._jit import (
     BLAS_CORE,
+    column_sums_into,
     dot_into,
     dot_nt_cols_into,
     dot_nt_into,
@@ -88,21 +89,20 @@ def _matmul_bias(x, w, b, relu, out):
 
 
 @inline
-def _grad_params(x, delta, w, alpha, denom, scale, ones, grad_w, grad_b):
+def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # grad_w = (x.T @ delta + alpha * w) / denom ; grad_b = delta.sum(0) / denom; with
     # scale False only the sums: the epoch kernel's optimizer step applies the rest as
     # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
-    # ones: at least n ones. grad_b is the one-row product ones @ delta, whose tile sums
-    # each column in a register, row after row: the order (and rounding) of the plain
+    # The column sums in registers, in the order (and rounding) of the plain
     # grad_b[j] += delta[i, j] loop, which waited on its own store at every row.
-    n, n_in = x.shape
+    n_in = x.shape[1]
     n_out = delta.shape[1]
     _dot_t(x, delta, grad_w)
     if scale:
         for k in range(n_in):
             for j in range(n_out):
                 grad_w[k, j] = (grad_w[k, j] + alpha * w[k, j]) / denom
-    tile_dot_into(rows_view(ones, 0, 1, n), delta, rows_view(grad_b, 0, 1, n_out))
+    column_sums_into(delta, grad_b)
     if scale:
         for j in range(n_out):
             grad_b[j] /= denom
@@ -162,7 +162,7 @@ def dense_backward(x, delta, w, alpha, denom, grad_w, grad_b):
     grad_b : ndarray of shape (n_out,)
         Overwritten.
     """
-    _grad_params(x, delta, w, alpha, denom, True, np.ones(x.shape[0], x.dtype), grad_w, grad_b)
+    _grad_params(x, delta, w, alpha, denom, True, grad_w, grad_b)
 
 
 @kernel

@@ -67,8 +67,8 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
 def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale, grad):
     # Mean loss of one batch (plus the L2 term) and its gradient into grad; with scale
     # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw)).
-    # work: [hidden activations | output z | delta ping | delta pong | ones], capacity
-    # cap rows, then TRANSPOSE_MAX elements of scratch for _grad_input.
+    # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows,
+    # then TRANSPOSE_MAX elements of scratch for _grad_input.
     n_layers = sizes.shape[0] - 1
     nb = x.shape[0]
     n_out = sizes[n_layers]
@@ -77,11 +77,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     z_out = rows_view(work, cap * hidden, nb, n_out)
     ping = cap * total
     pong = ping + cap * widest
-    ones_pos = cap * (total + 2 * widest)
-    ones = work[ones_pos : ones_pos + nb]
-    for i in range(nb):
-        ones[i] = 1
-    scratch_pos = ones_pos + cap
+    scratch_pos = cap * (total + 2 * widest)
     scratch = work[scratch_pos : scratch_pos + TRANSPOSE_MAX]
     _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
 
@@ -125,7 +121,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
         else:
             a_pos -= cap * n_in
             a_in = rows_view(work, a_pos, nb, n_in)
-        _grad_params(a_in, delta, w, alpha_t, denom, scale, ones, grad_w, grad_b)
+        _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
             delta_in = rows_view(work, pong, nb, n_in)
             _grad_input(delta, w, scratch, delta_in)
@@ -199,10 +195,10 @@ def workspace_size(sizes, rows):
     sizes = np.asarray(sizes)
     rows = _padded_rows_of(rows)
     total, widest = _layer_widths_of(sizes)
-    # activations + output z + two delta buffers + a one (bias gradients' sums) + gathered
-    # x, y and sample weights, per row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
+    # activations + output z + two delta buffers + gathered x, y and sample weights, per
+    # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
     # that a diverging epoch restores
-    return int(rows * (total + 2 * widest + 1 + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+    return int(rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
                + TRANSPOSE_MAX + 3 * _n_params(sizes))
 
 
@@ -288,7 +284,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     n_out = sizes[n_layers]
     cap = _padded_rows(batch_size)
     widths, widest = _layer_widths(sizes)
-    x_pos = cap * (widths + 2 * widest + 1) + TRANSPOSE_MAX  # after _loss_and_grad's part
+    x_pos = cap * (widths + 2 * widest) + TRANSPOSE_MAX  # after _loss_and_grad's part
     y_pos = x_pos + cap * n_in
     sw_pos = y_pos + cap * n_out
     n_params = theta.shape[0]

@@ -120,14 +120,16 @@ def _tile_products(width):
     _jit.TILE_BYTES = width
     try:
         tile, tile_t = _jit._tile_intrinsic(False), _jit._tile_intrinsic(True)
+        column_sums = _jit._column_sums_intrinsic()
 
         @numba.njit(**_jit._OPTS)
-        def products(a, a_t, b, out, out_t):
+        def products(a, a_t, b, out, out_t, sums):
             tile(a, b, out)
             tile_t(a_t, b, out_t)
+            column_sums(b, sums)
 
         for dtype in DTYPES:  # compiled while the width is set
-            products(*(np.zeros((1, 1), dtype) for _ in range(5)))
+            products(*(np.zeros((1, 1), dtype) for _ in range(5)), np.zeros(1, dtype))
     finally:
         _jit.TILE_BYTES = saved
     return products
@@ -152,7 +154,8 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
     # Every tile shape: rows 0 to 2 * TILE_ROWS + 3 (each number of leftover rows, whose
     # tiles are wider), columns up to past two of the widest tiles (whole tiles, whole
     # single vectors, a masked last vector), depth 0 (out becomes 0), 1 and odd. Each
-    # element of out is written: it starts NaN.
+    # element of out is written: it starts NaN. The column sums (the one-row tile) of b
+    # have the bits of NumPy's, which adds row after row as they do.
     products = _tile_products(width)
     lanes = width // np.dtype(dtype).itemsize
     widest = lanes * max(TILE_WIDTH.values())
@@ -163,9 +166,11 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
                 a = _normal(rng, (m, depth), dtype)
                 b = _normal(rng, (depth, n), dtype)
                 out, out_t = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
-                products(a, np.ascontiguousarray(a.T), b, out, out_t)
+                sums = np.full(n, np.nan, dtype)
+                products(a, np.ascontiguousarray(a.T), b, out, out_t, sums)
                 assert_allclose(out, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n}")
                 assert_allclose(out_t, a @ b, **TOL[dtype], err_msg=f"{m}x{depth}x{n} (a.T)")
+                assert_array_equal(sums, b.sum(axis=0), err_msg=f"{depth}x{n} sums")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -597,16 +602,15 @@ def test_run_epochs_returns_batch_mean_losses_times_lengths(rng):
 
 @pytest.mark.parametrize("rows, capacity", [(8, 16), (16, 16), (17, 32), (32, 32)])
 def test_workspace_size_by_hand(rows, capacity):
-    # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7), a
-    # one (the bias gradients' sums), and the gathered batch: x (5), y (3) and sample
-    # weights (1), per row of capacity
+    # hidden activations 7 + 6, output z 3, two delta buffers of the widest layer (7),
+    # and the gathered batch: x (5), y (3) and sample weights (1), per row of capacity
     # (rows rounded up to a multiple of 16, so every block starts on a 64-byte line); the
     # scratch for a transposed weight matrix; then theta, m and v at the start of an
     # epoch (111 parameters each)
     sizes = np.array([5, 7, 6, 3], np.int64)
     n_params = 6 * 7 + 8 * 6 + 7 * 3
     assert K.workspace_size(sizes, rows) == (
-        capacity * (7 + 6 + 3 + 2 * 7 + 1 + 5 + 3 + 1) + TRANSPOSE_MAX + 3 * n_params)
+        capacity * (7 + 6 + 3 + 2 * 7 + 5 + 3 + 1) + TRANSPOSE_MAX + 3 * n_params)
 
 
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
