@@ -11,7 +11,7 @@ Activation codes (``IDENTITY`` ...) describe a layer to the fused kernels, the w
 import numpy as np
 
 from ._codes import EXP, IDENTITY, LOGISTIC, RELU, SOFTMAX, TANH
-from ._jit import flat_view, float_from_bits, inline, inline_exact, kernel
+from ._jit import flat_view, float_from_bits, inline, inline_exact, inline_ir, kernel
 
 __all__ = ["EXP", "IDENTITY", "LOGISTIC", "RELU", "SOFTMAX", "TANH"]  # re-exported codes
 
@@ -48,7 +48,7 @@ def _exp_nonpositive(x):
     return y
 
 
-@inline
+@inline_ir
 def _row_max(z, i):
     # softmax's shift: exp(z - max) <= 1 never overflows
     zmax = z[i, 0]
@@ -63,12 +63,12 @@ def _row_max(z, i):
 # overlap check before its vector loop then always chose the scalar one: ReLU's
 # derivative alone, branching per element, was ~15% of an iris epoch.
 
-@inline
+@inline_ir
 def _same_buffer(a, b):
     return a.ctypes.data == b.ctypes.data
 
 
-@inline
+@inline_ir
 def _copy_unless_same(src, dst):
     if not _same_buffer(src, dst):
         s = flat_view(src)
@@ -77,21 +77,21 @@ def _copy_unless_same(src, dst):
             d[p] = s[p]
 
 
-@inline
+@inline_ir
 def _relu_inplace(v):
     zero = v.dtype.type(0)
     for p in range(v.shape[0]):
         v[p] = v[p] if v[p] > zero else zero
 
 
-@inline
+@inline_ir
 def _logistic_inplace(v):
     one = v.dtype.type(1)
     for p in range(v.shape[0]):
         v[p] = one / (one + np.exp(-v[p]))
 
 
-@inline
+@inline_ir
 def _tanh_inplace(v):
     for p in range(v.shape[0]):
         v[p] = np.tanh(v[p])

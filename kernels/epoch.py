@@ -158,15 +158,15 @@ def _padded_rows_of(rows):
     return (rows + 15) // 16 * 16
 
 
-_layer_widths = inline(_layer_widths_of)
-_padded_rows = inline(_padded_rows_of)
+_layer_widths = inline_ir(_layer_widths_of)
+_padded_rows = inline_ir(_padded_rows_of)
 
 
 # |v| < inf is false for NaN and for both infinities: compares keep their IEEE meaning
 # under FASTMATH (no nnan, no ninf). One pass with no exit inside, which LLVM vectorizes;
 # a return at the first non-finite element kept the loop scalar: over W-inferB's 10k
 # float32 rows 1.65 ms instead of 5.9 (float64 4-6 ms instead of 7-9.5).
-@inline
+@inline_ir
 def _finite_1d(a):
     inf = a.dtype.type(np.inf)
     bad = 0
@@ -175,7 +175,7 @@ def _finite_1d(a):
     return bad == 0
 
 
-@inline
+@inline_ir
 def _finite_rows(x):
     return _finite_1d(flat_view(x))  # kernels take C-contiguous arrays only
 

@@ -9,10 +9,10 @@ from ._codes import (
     SMALLEST_NORMAL_F32,
     SMALLEST_NORMAL_F64,
 )
-from ._jit import ADAM_ESTIMATES, adam_estimates, inline, kernel, opaque_float
+from ._jit import ADAM_ESTIMATES, adam_estimates, inline, inline_ir, kernel, opaque_float
 
 
-@inline
+@inline_ir
 def _batch_grad(grad, theta, p, n_weights, alpha, denom):
     # The gradient from the raw sums that _grad_params(scale=False) leaves: weights first
     # in theta, then biases; the same expression _grad_params(scale=True) evaluates.

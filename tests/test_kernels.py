@@ -1044,18 +1044,22 @@ def test_helpers_compile_link_only():
     # _LinkOnlyHelper (kernels/_jit.py): a helper's library is finalized without module
     # optimization or machine code (kernels link its IR and run their own copy); were the
     # step to stand aside on some numba, the helper's symbol would be in the JIT engine.
-    from fastnn.kernels.activations import _relu_inplace
+    # (A helper that no plain numba.njit function of these tests reaches: such a function
+    # links the kernels' copies without making them private, and they define the name.)
+    from fastnn.kernels.loss import _mse_rows
 
-    args = (numba.types.float64[::1],)
-    _relu_inplace.compile(args)
-    compiled = _relu_inplace.overloads[args]
+    f64 = numba.types.float64
+    args = (f64[:, ::1], f64[:, ::1], f64[::1], f64, f64[:, ::1])
+    _mse_rows.compile(args)
+    compiled = _mse_rows.overloads[args]
     assert compiled.library._finalized
     assert not compiled.library._codegen._engine.is_symbol_defined(
         compiled.fndesc.llvm_func_name)
-    z = np.array([[-1.5, 0.0, 2.5]])
-    out = np.empty_like(z)
-    K.relu_forward(z, out)  # a kernel that runs its copy of the helper
-    assert_array_equal(out, [[0.0, 0.0, 2.5]])
+    z, y = np.array([[1.0, 4.0]]), np.array([[0.0, 2.0]])
+    delta = np.empty_like(z)
+    # a kernel that runs its copy of the helper: 0.5 * mean((z - y)**2), delta = z - y
+    assert K.mse_grad(z, y, np.ones(1), 1.0, delta) == 1.25
+    assert_array_equal(delta, [[1.0, 2.0]])
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
