@@ -9,8 +9,10 @@ from ._jit import (
     dot_nt_cols_into,
     dot_nt_into,
     dot_t_into,
+    greater,
     inline,
     kernel,
+    lesser,
     rows_view,
     tile_dot_into,
     tile_dot_t_into,
@@ -119,9 +121,9 @@ def _grad_input(delta, w, scratch, out):
                 w_t[j, k] = w[k, j]
         _dot(delta, w_t, out)
     elif n_out >= 32 and delta.shape[0] * n_in * n_out <= SMALL_GEMM_MAX:
-        step = max(1, SMALL_GEMM_BLOCK // delta.shape[0])
+        step = greater(1, SMALL_GEMM_BLOCK // delta.shape[0])
         for start in range(0, n_in, step):
-            dot_nt_cols_into(delta, w, out, start, min(start + step, n_in))
+            dot_nt_cols_into(delta, w, out, start, lesser(start + step, n_in))
     else:
         dot_nt_into(delta, w, out)
 

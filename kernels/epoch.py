@@ -31,7 +31,7 @@ from ._codes import (
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, flat_view, inline, inline_ir, kernel, rows_view
+from ._jit import borrowed, flat_view, greater, inline_ir, kernel, lesser, rows_view
 from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _derivative
 from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
@@ -302,7 +302,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
             saved[2 * n_params + p] = v[p]
         total = 0.0
         for start in range(0, n, batch_size):
-            nb = min(batch_size, n - start)
+            nb = lesser(batch_size, n - start)
             xb = rows_view(work, x_pos, nb, n_in)
             yb = rows_view(work, y_pos, nb, n_out)
             swb = work[sw_pos : sw_pos + nb]
@@ -368,11 +368,11 @@ def predict_forward(x, theta, sizes, offsets, acts, out):
                                            borrowed(offsets), borrowed(acts), borrowed(out))
     n_layers = sizes.shape[0] - 1
     total, _ = _layer_widths(sizes)
-    cap = max(1, min(x.shape[0], PREDICT_BLOCK))
-    work = np.empty(max(1, cap * (total - sizes[n_layers])), theta.dtype)
+    cap = greater(1, lesser(x.shape[0], PREDICT_BLOCK))
+    work = np.empty(greater(1, cap * (total - sizes[n_layers])), theta.dtype)
     out_code = acts[n_layers - 1]
     for start in range(0, x.shape[0], cap):
-        stop = min(start + cap, x.shape[0])
+        stop = lesser(start + cap, x.shape[0])
         z = out[start:stop]
         _forward(x[start:stop], theta, sizes, offsets, acts, work, cap, z)
         _activate(out_code, z, z)

@@ -10,7 +10,7 @@ loss, never inf.
 
 import numpy as np
 
-from ._jit import inline, kernel
+from ._jit import greater, inline, kernel, lesser
 from .activations import _shifted_exp_rows
 
 
@@ -33,7 +33,7 @@ def _softmax_xent_rows(z, y1h, sw, eps, delta):
         row = delta.dtype.type(0)
         for j in range(z.shape[1]):
             if y1h[i, j] != 0:
-                row += y1h[i, j] * np.log(min(max(delta[i, j], lo), hi))
+                row += y1h[i, j] * np.log(lesser(greater(delta[i, j], lo), hi))
         for j in range(z.shape[1]):
             delta[i, j] = sw[i] * (delta[i, j] - y1h[i, j])
         total -= sw[i] * row
@@ -50,7 +50,7 @@ def _sigmoid_bce_rows(z, y, sw, eps, delta):
         row = delta.dtype.type(0)
         for j in range(z.shape[1]):
             p = one / (one + np.exp(-z[i, j]))
-            pc = min(max(p, lo), hi)
+            pc = lesser(greater(p, lo), hi)
             t = y[i, j]
             if t != 0:
                 row += t * np.log(pc)
@@ -180,7 +180,7 @@ def xent_loss(p, y1h, sw, eps):
         row = p.dtype.type(0)
         for j in range(p.shape[1]):
             if y1h[i, j] != 0:
-                row += y1h[i, j] * np.log(min(max(p[i, j], lo), hi))
+                row += y1h[i, j] * np.log(lesser(greater(p[i, j], lo), hi))
         total -= sw[i] * row
     return total
 
@@ -195,7 +195,7 @@ def bce_loss(p, y, sw, eps):
     for i in range(p.shape[0]):
         row = p.dtype.type(0)
         for j in range(p.shape[1]):
-            pc = min(max(p[i, j], lo), hi)
+            pc = lesser(greater(p[i, j], lo), hi)
             if y[i, j] != 0:
                 row += y[i, j] * np.log(pc)
             if y[i, j] != one:
