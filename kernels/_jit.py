@@ -301,10 +301,12 @@ def inline_ir(fn):
     and, before :class:`_LinkOnlyHelper`, a cold W-compile 0.78x. Not for large helpers
     called from several places, each typed anew: splicing the optimizer, loss,
     derivative and dense helpers as well made a W-tiny epoch 1.19x slower. And for the
-    few-line ones (a test, a copy, a row's max), where typing them anew at each call
-    costs less than a compile of their own (~20 ms each): ten of them spliced took a
-    cold W-compile from 38 compiled functions to 28 and 0.97x the time (median of 14
-    alternations), a W-tiny epoch even (quiet-round minima 21.10-22.24 us vs 21.05-21.63).
+    few-line ones (a test, a copy, a row's max, a BLAS call), where typing them anew at
+    each call costs less than a compile of their own (~20-70 ms each): ten of them took
+    a cold W-compile from 38 compiled functions to 28 and 0.97x the time (median of 14
+    alternations), a W-tiny epoch even (quiet-round minima 21.10-22.24 us vs 21.05-21.63);
+    the four BLAS calls then 0.94x (5.72 vs 6.06 s, medians of 8, 7/8 faster), W-small
+    even (3.25-3.30 vs 3.25-3.30 ms, minima of 6 rounds).
     """
     return numba.njit(fn, inline="always", no_cpython_wrapper=True, no_cfunc_wrapper=True,
                       **_OPTS)
@@ -613,22 +615,22 @@ _gemm_tn = _gemm_intrinsic("T", "N")
 
 
 # Row-major products on C-contiguous 2-D arrays, as column-major gemm of the transposes.
-@inline
+@inline_ir
 def _dot_into(a, b, out):
     _gemm_nn(b, a, out, b.shape[1], a.shape[0], a.shape[1], b.shape[1], a.shape[1], b.shape[1])
 
 
-@inline
+@inline_ir
 def _dot_t_into(a, b, out):
     _gemm_nt(b, a, out, b.shape[1], a.shape[1], a.shape[0], b.shape[1], a.shape[1], b.shape[1])
 
 
-@inline
+@inline_ir
 def _dot_nt_into(a, b, out):
     _gemm_tn(b, a, out, b.shape[0], a.shape[0], a.shape[1], b.shape[1], a.shape[1], b.shape[0])
 
 
-@inline
+@inline_ir
 def _dot_nt_cols_into(a, b, out, start, stop):
     _gemm_tn(b[start:stop], a, out[:, start:stop], stop - start, a.shape[0], a.shape[1],
              b.shape[1], a.shape[1], out.shape[1])
