@@ -1048,22 +1048,28 @@ def test_helpers_compile_link_only():
     # _LinkOnlyHelper (kernels/_jit.py): a helper's library is finalized without module
     # optimization or machine code (kernels link its IR and run their own copy); were the
     # step to stand aside on some numba, the helper's symbol would be in the JIT engine.
-    # (A helper that no plain numba.njit function of these tests reaches: such a function
-    # links the kernels' copies without making them private, and they define the name.)
-    from fastnn.kernels.loss import _mse_rows
+    # A helper of its own, which no other function of the suite links: a plain
+    # numba.njit caller links a helper's copies without making them private, and those
+    # define the name in the engine.
+    @_jit.inline
+    def twice_positive(v):
+        for p in range(v.shape[0]):
+            v[p] = 2 * v[p] if v[p] > 0 else 0
 
-    f64 = numba.types.float64
-    args = (f64[:, ::1], f64[:, ::1], f64[::1], f64, f64[:, ::1])
-    _mse_rows.compile(args)
-    compiled = _mse_rows.overloads[args]
+    args = (numba.types.float64[::1],)
+    twice_positive.compile(args)
+    compiled = twice_positive.overloads[args]
     assert compiled.library._finalized
     assert not compiled.library._codegen._engine.is_symbol_defined(
         compiled.fndesc.llvm_func_name)
-    z, y = np.array([[1.0, 4.0]]), np.array([[0.0, 2.0]])
-    delta = np.empty_like(z)
-    # a kernel that runs its copy of the helper: 0.5 * mean((z - y)**2), delta = z - y
-    assert K.mse_grad(z, y, np.ones(1), 1.0, delta) == 1.25
-    assert_array_equal(delta, [[1.0, 2.0]])
+
+    @numba.njit(pipeline_class=_jit._KernelCompiler, **_jit._OPTS)
+    def run(v):  # compiled as a kernel is: it runs its own copy of the helper
+        twice_positive(v)
+
+    v = np.array([-1.5, 0.0, 2.5])
+    run(v)
+    assert_array_equal(v, [0.0, 0.0, 5.0])
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
