@@ -147,7 +147,8 @@ def test_register_tiles_are_as_wide_as_the_cpus_vectors():
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
                     reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
-                           "with no Python body; their JIT-off twins are np.dot")
+                           "with no Python body; their JIT-off twins are np.dot and a "
+                           "row-by-row sum")
 @pytest.mark.parametrize("width", [32, 64])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
