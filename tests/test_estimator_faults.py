@@ -136,6 +136,8 @@ SAME_AS_SKLEARN = {
                                 ValueError, r"hidden_layer_sizes must be > 0, got \[4, 0\]"),
     "negative hidden layer": ("R", dict(hidden_layer_sizes=(3, -1)), lambda e: e.fit(X, YR),
                               ValueError, r"hidden_layer_sizes must be > 0, got \[3, -1\]"),
+    "float hidden layer size": ("C", dict(hidden_layer_sizes=(5, 2.5)), lambda e: e.fit(X, Y),
+                                TypeError, "'float' object cannot be interpreted as an integer"),
     "negative hidden size as int": ("R", dict(hidden_layer_sizes=-3), lambda e: e.fit(X, YR),
                                     InvalidParameterError, r"'hidden_layer_sizes' parameter "
                                     r"of MLPRegressor must be an array-like or an int in the "

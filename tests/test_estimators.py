@@ -495,6 +495,119 @@ def test_pickle_clone_and_views():
     assert fresh.get_params() == fa.get_params()
 
 
+def _fit_both(cls_pair, X, y, backend="numba", **kw):
+    # (fastnn's, scikit-learn's) estimator fitted on the same data with the same kw
+    fitted = []
+    for cls, extra in zip(cls_pair, ({"backend": backend}, {})):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted.append(cls(**kw, **extra).fit(X, y))
+    return fitted
+
+
+CLASSIFIERS = (MLPClassifier, SkMLPClassifier)
+REGRESSORS = (MLPRegressor, SkMLPRegressor)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_weights_edited_after_fit_are_the_weights(backend):
+    # coefs_ holds the weights predict uses, as in scikit-learn: in-place edits to an array
+    # taken from an unpickled model (joblib.load) and to an array the user assigned,
+    # before and after a predict
+    X, y, _ = _task("multiclass-iris")
+    kw = dict(hidden_layer_sizes=(5,), max_iter=30, random_state=0)
+    fast, sk = _fit_both(CLASSIFIERS, X, y, backend=backend, **kw)
+    back = [pickle.loads(pickle.dumps(m)) for m in (fast, sk)]
+    held = [m.coefs_[0] for m in back]
+    before = [m.predict_proba(X[:3]) for m in back]
+    for w in held:
+        w[:2] = 0.0  # pruning the first two inputs' weights in place
+    after = [m.predict_proba(X[:3]) for m in back]
+    assert_allclose(before[0], before[1], rtol=RTOL)
+    assert_allclose(after[0], after[1], rtol=RTOL)
+    assert np.abs(after[0] - before[0]).max() > 1e-3
+    assert back[0].coefs_[0] is held[0]
+    own = [m.coefs_[1].copy() for m in (fast, sk)]
+    for m, w in zip((fast, sk), own):
+        m.coefs_[1] = w
+        m.predict(X[:3])
+        w *= -1.0
+    assert_allclose(fast.predict_proba(X), sk.predict_proba(X), rtol=RTOL)
+    assert fast.coefs_[1] is own[0]
+    # a warm-started fit trains from the assigned weights, like scikit-learn's
+    for m in (fast, sk):
+        m.set_params(warm_start=True, max_iter=3)
+    refit = []
+    for m in (fast, sk):
+        with pytest.warns(ConvergenceWarning):
+            refit.append(m.fit(X, y).loss_)
+    assert refit[0] == pytest.approx(refit[1], rel=RTOL)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_activations_changed_after_fit_take_effect(backend):
+    X, y, _ = _task("multiclass-iris")
+    fast, sk = _fit_both(CLASSIFIERS, X, y, backend=backend, hidden_layer_sizes=(5,),
+                         max_iter=30, random_state=0)
+    for m in (fast, sk):
+        m.set_params(activation="tanh")
+    assert_allclose(fast.predict_proba(X), sk.predict_proba(X), rtol=RTOL)
+    for m in (fast, sk):
+        m.out_activation_ = "identity"  # raw outputs (logits), a known scikit-learn idiom
+    logits = [m.predict_proba(X) for m in (fast, sk)]
+    assert_allclose(logits[0], logits[1], rtol=RTOL)
+    assert (logits[0] < 0).any()
+    for m in (fast, sk):
+        m.out_activation_ = "softmax"
+        m.set_params(warm_start=True, max_iter=5)
+    losses = []
+    for m in (fast, sk):
+        with pytest.warns(ConvergenceWarning):
+            losses.append(m.fit(X, y).loss_)  # trains the tanh network
+    assert losses[0] == pytest.approx(losses[1], rel=RTOL)
+    assert_allclose(fast.coefs_[0], sk.coefs_[0], rtol=RTOL, atol=1e-12)
+
+
+def test_float32_model_answers_float64_rows_in_float64():
+    X, y, _ = _task("regression")
+    kw = dict(hidden_layer_sizes=(5,), max_iter=20, random_state=0)
+    fast, sk = _fit_both(REGRESSORS, X.astype(np.float32), y, **kw)
+    assert fast.coefs_[0].dtype == sk.coefs_[0].dtype == np.float32
+    # the same float32 weights in both (float32 training itself differs in the last bits)
+    sk.coefs_ = [c.copy() for c in fast.coefs_]
+    sk.intercepts_ = [b.copy() for b in fast.intercepts_]
+    for rows in (X[:7], sp.csr_matrix(X[:7]), X[:7].astype(np.float32), X[:7].astype(int)):
+        got, want = fast.predict(rows), sk.predict(rows)
+        assert got.dtype == want.dtype
+        tol = 1e-5 if want.dtype == np.float32 else 1e-12
+        assert_allclose(got, want, rtol=tol)
+    # the float64 answer uses the float32 weights exactly as they are
+    exact = fast.predict(X[:7])
+    fast.set_params(backend="numpy")
+    assert_allclose(fast.predict(X[:7]), exact, rtol=1e-13)
+
+
+def test_assume_finite_lets_nan_rows_through_as_sklearn_does():
+    import sklearn
+
+    X, y, _ = _task("multiclass-iris")
+    fast, sk = _fit_both(CLASSIFIERS, X, y, hidden_layer_sizes=(5,), max_iter=5,
+                         random_state=0)
+    rows = X[:3].copy()
+    rows[0, 0] = np.nan
+    rows[1, 2] = np.inf
+    with sklearn.config_context(assume_finite=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's matmul: inf * 0
+        got, want = fast.predict_proba(rows), sk.predict_proba(rows)
+        labels = fast.predict(rows[2:]), sk.predict(rows[2:])
+    assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[0]).all()
+    assert_allclose(got[2], want[2], rtol=RTOL)
+    assert_array_equal(*labels)
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        fast.predict_proba(rows)  # the check is back outside the context
+
+
 def test_pipeline_grid_search_cross_val_score():
     X, y, _ = _task("multiclass-iris")
     pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(8,), max_iter=300,

@@ -278,11 +278,17 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     return len(orders)
 
 
+def forward_output(x, theta, sizes, offsets, acts):
+    """Network output for every row of ``x``, unchecked: a NaN or an infinity in ``x``
+    runs through the arithmetic as it will."""
+    _, z = _forward(x, theta, sizes, offsets, acts)
+    return _FORWARD[int(acts[-1])](z)
+
+
 def predict_forward(x, theta, sizes, offsets, acts, out):
     """Network output for every row of ``x``, written into ``out``; False (and ``out``
     untouched) when ``x`` is not all finite."""
     if not np.isfinite(x).all():
         return False
-    _, z = _forward(x, theta, sizes, offsets, acts)
-    out[...] = _FORWARD[int(acts[-1])](z)
+    out[...] = forward_output(x, theta, sizes, offsets, acts)
     return True
