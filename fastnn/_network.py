@@ -81,6 +81,19 @@ def layout(sizes):
     return offsets, pos
 
 
+def csr_arrays(x):
+    """``(data, indices, indptr)`` of a SciPy CSR matrix, as the engines' ``*_csr``
+    functions take them: contiguous, ``indices`` and ``indptr`` int64 (one compiled
+    signature however SciPy stored them), copies only where needed."""
+    return (np.ascontiguousarray(x.data), np.ascontiguousarray(x.indices, dtype=np.int64),
+            np.ascontiguousarray(x.indptr, dtype=np.int64))
+
+
+def is_csr(x):
+    """True for a SciPy CSR matrix or array (checked without importing SciPy)."""
+    return type(x) is not np.ndarray and getattr(x, "format", None) == "csr"
+
+
 class Network:
     """Sizes, activation codes, dtype, backend and the flat parameter buffer ``theta``.
 
@@ -141,21 +154,38 @@ class Network:
             b[...] = random_state.uniform(-bound, bound, fan_out)
 
     def predict(self, x):
-        """Output activation for each row of ``x`` (C-contiguous, of the network's dtype);
-        None when ``x`` holds a NaN or an infinity."""
+        """Output activation for each row of ``x`` (C-contiguous, of the network's dtype,
+        or a CSR matrix of that dtype); None when ``x`` holds a NaN or an infinity."""
         out = np.empty((x.shape[0], int(self.sizes[-1])), dtype=self.dtype)
-        if not self.engine.predict_forward(x, self.theta, self.sizes, self.offsets, self.acts,
-                                           out):
-            return None
-        return out
+        if is_csr(x):
+            done = self.engine.predict_forward_csr(*csr_arrays(x), self.theta, self.sizes,
+                                                   self.offsets, self.acts, out)
+        else:
+            done = self.engine.predict_forward(x, self.theta, self.sizes, self.offsets,
+                                               self.acts, out)
+        return out if done else None
+
+    def workspace(self, rows, sparse=False):
+        """A new work buffer for batches of up to ``rows`` rows (dense or CSR input)."""
+        return aligned_empty(int(self.engine.workspace_size(self.sizes, rows, sparse=sparse)),
+                             self.dtype)
+
+    def loss_grad_into(self, x, y, sw, hyper, work, grad, theta=None):
+        """Mean loss over ``x`` (dense or CSR) and its gradient into ``grad``; ``work``
+        from :meth:`workspace` for ``x``'s rows and kind."""
+        theta = self.theta if theta is None else theta
+        if is_csr(x):
+            return self.engine.loss_grad_csr(*csr_arrays(x), y, sw, theta, self.sizes,
+                                             self.offsets, self.acts, hyper, work, grad)
+        return self.engine.loss_grad(x, y, sw, theta, self.sizes, self.offsets, self.acts,
+                                     hyper, work, grad)
 
     def loss_grad(self, x, y, sw, hyper, theta=None):
         """Mean loss over ``x`` and its gradient (a new flat array)."""
         theta = self.theta if theta is None else theta
         grad = aligned_empty(theta.shape[0], theta.dtype)
-        work = aligned_empty(int(self.engine.workspace_size(self.sizes, x.shape[0])), self.dtype)
-        loss = self.engine.loss_grad(x, y, sw, theta, self.sizes, self.offsets, self.acts,
-                                     hyper, work, grad)
+        loss = self.loss_grad_into(x, y, sw, hyper, self.workspace(x.shape[0], is_csr(x)),
+                                   grad, theta)
         return float(loss), grad
 
 
@@ -204,13 +234,12 @@ class Predictor:
 class Trainer:
     """Workspace and optimizer state for one ``fit``: allocated once, reused each epoch."""
 
-    def __init__(self, net, batch_size, opt_code, state=None):
+    def __init__(self, net, batch_size, opt_code, state=None, sparse=False):
         self.net = net
         self.batch_size = batch_size
         self.opt_code = opt_code
         self.grad = aligned_empty(net.theta.shape[0], net.dtype)
-        self.work = aligned_empty(int(net.engine.workspace_size(net.sizes, batch_size)),
-                                  net.dtype)
+        self.work = net.workspace(batch_size, sparse)
         if state is None:
             state = (aligned_zeros(net.theta.shape[0], net.dtype),
                      aligned_zeros(net.theta.shape[0], net.dtype))
@@ -224,6 +253,11 @@ class Trainer:
         and was undone (its total is still in ``totals``).
         """
         net = self.net
+        if is_csr(x):  # the Trainer was made with sparse=True
+            return int(net.engine.run_epochs_csr(
+                *csr_arrays(x), y, sw, orders, self.batch_size, net.theta, self.grad, self.m,
+                self.v, net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
+                totals))
         return int(net.engine.run_epochs(
             x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
             net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))

@@ -474,7 +474,7 @@ class _BaseMLP(BaseEstimator):
         else:
             self._sync_theta()
             dtype = self._theta.dtype.type
-        X = self._dense(X, dtype)
+        X = self._engine_rows(X, dtype)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
         if Y.ndim == 1:
@@ -500,10 +500,15 @@ class _BaseMLP(BaseEstimator):
         return self
 
     @staticmethod
-    def _dense(X, dtype):
-        # Sparse input is densified here (once per call): the kernels read dense rows.
+    def _engine_rows(X, dtype):
+        # What the engine reads: C-contiguous rows of dtype, or a CSR matrix of dtype
+        # (CSC converted), whose stored values the kernels read in place: never densified.
         if sp.issparse(X):
-            X = X.toarray()
+            X = X.tocsr().astype(dtype, copy=False)
+            arrays = (X.data, X.indices, X.indptr)
+            if all(a.flags.writeable for a in arrays):
+                return X
+            return type(X)((X.data.copy(), X.indices.copy(), X.indptr.copy()), shape=X.shape)
         X = np.ascontiguousarray(X, dtype=dtype)
         # A read-only array (a joblib memmap in a parallel search) is a distinct numba
         # type: a copy costs O(n * d) once per call, a new specialization ~5 s of compile.
@@ -516,13 +521,12 @@ class _BaseMLP(BaseEstimator):
         sw = (np.ones(X.shape[0], dtype=dtype) if sample_weight is None
               else np.ascontiguousarray(sample_weight, dtype=dtype))
         hyper = make_hyper(dtype, alpha=self.alpha)
-        work = aligned_empty(int(net.engine.workspace_size(net.sizes, X.shape[0])), dtype)
+        work = net.workspace(X.shape[0], sp.issparse(X))
         grad = aligned_empty(net.theta.shape[0], dtype)
 
         def loss_and_grad(packed):
             net.theta[...] = packed
-            loss = net.engine.loss_grad(X, Yk, sw, net.theta, net.sizes, net.offsets,
-                                        net.acts, hyper, work, grad)
+            loss = net.loss_grad_into(X, Yk, sw, hyper, work, grad)
             return float(loss), grad.astype(np.float64)  # a copy: scipy keeps it
 
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
@@ -605,11 +609,12 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         n_batches = -(-n_samples // batch_size)
 
-        X_train = np.ascontiguousarray(X_train, dtype=dtype)
+        X_train = self._engine_rows(X_train, dtype)
         Y_train = np.ascontiguousarray(Y_train, dtype=dtype)
         sw_train = (np.ones(n_samples, dtype=dtype) if sw_train is None
                     else np.ascontiguousarray(sw_train, dtype=dtype))
-        trainer = Trainer(net, batch_size, opt.code, state=(opt.m, opt.v))
+        trainer = Trainer(net, batch_size, opt.code, state=(opt.m, opt.v),
+                          sparse=sp.issparse(X_train))
         hyper = opt.hyper(dtype, self.alpha)
         sample_idx = np.arange(n_samples, dtype=np.int64)
         # The state at the start of the running engine call: epochs cut short by Ctrl-C
@@ -798,23 +803,24 @@ class _BaseMLP(BaseEstimator):
             # answers float64 rows in float64, with its weights exactly as they are
             theta = aligned_copy(theta.astype(np.float64))
         net = self._network(theta)
+        X = self._engine_rows(X, net.dtype)
         if net.backend == "numba":
-            out = net.predict(self._dense(X, net.dtype))
+            out = net.predict(X)
         else:  # overflow is reported just below, as with the compiled engine
             with np.errstate(over="ignore", invalid="ignore"):
-                out = net.predict(self._dense(X, net.dtype))
+                out = net.predict(X)
         if out is None:  # rows holding a NaN or an infinity
             if not get_config()["assume_finite"]:
                 self._validated(X)  # raises scikit-learn's error, naming which
             # The caller vouched for X (assume_finite=True): NaN and infinity run through
             # the arithmetic, as in scikit-learn, instead of the kernel's refusal.
             with np.errstate(all="ignore"):
-                return numpy_engine.forward_output(self._dense(X, net.dtype), net.theta,
-                                                   net.sizes, net.offsets, net.acts)
+                return numpy_engine.forward_output(X, net.theta, net.sizes, net.offsets,
+                                                   net.acts)
         if check_input and not _finite_2d(out):
             # scikit-learn returns NaN (predict: an arbitrary class) here; refuse instead.
             raise ValueError("the network's output overflowed to a non-finite value; X holds "
-                             f"values up to {np.abs(X).max():.3g}: scale the inputs")
+                             f"values up to {abs(X).max():.3g}: scale the inputs")
         return out
 
     def _score(self, X, y, sample_weight=None):
@@ -1147,7 +1153,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Notes
     -----
-    Sparse input is accepted and densified once per call (no sparse kernels yet).
+    Sparse input (CSR, or CSC converted to CSR) is never densified: the first layer reads
+    the stored values in place, in training and prediction.
     """
 
     _is_classifier = True
@@ -1374,7 +1381,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Notes
     -----
-    Sparse input is accepted and densified once per call (no sparse kernels yet).
+    Sparse input (CSR, or CSC converted to CSR) is never densified: the first layer reads
+    the stored values in place, in training and prediction.
     Unlike scikit-learn, ``loss="poisson"`` rejects negative targets with a
     ``ValueError`` (scikit-learn documents ``y >= 0`` but trains to a NaN loss).
     """

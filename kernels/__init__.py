@@ -42,7 +42,8 @@ _HOMES = {
     "dense": [
         "dense_forward", "dense_backward", "dense_backward_input",
     ],
-    "epoch": ["all_finite", "loss_grad", "predict_forward", "run_epochs", "workspace_size"],
+    "epoch": ["all_finite", "loss_grad", "loss_grad_csr", "predict_forward",
+              "predict_forward_csr", "run_epochs", "run_epochs_csr", "workspace_size"],
     "loss": [
         "softmax_xent_grad", "sigmoid_bce_grad", "mse_grad", "exp_poisson_grad", "xent_loss",
         "bce_loss", "mse_loss", "poisson_loss",

@@ -11,6 +11,7 @@ from ._jit import (
     dot_t_into,
     greater,
     inline,
+    inline_ir,
     kernel,
     lesser,
     rows_view,
@@ -97,9 +98,14 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     # it streams the parameters anyway (optim._batch_grad), saving a pass over grad.
     # The column sums in registers, in the order (and rounding) of the plain
     # grad_b[j] += delta[i, j] loop, which waited on its own store at every row.
-    n_in = x.shape[1]
-    n_out = delta.shape[1]
     _dot_t(x, delta, grad_w)
+    _finish_grad_params(delta, w, alpha, denom, scale, grad_w, grad_b)
+
+
+@inline_ir
+def _finish_grad_params(delta, w, alpha, denom, scale, grad_w, grad_b):
+    # what _grad_params and _csr_grad_params do after grad_w = x.T @ delta
+    n_in, n_out = w.shape
     if scale:
         for k in range(n_in):
             for j in range(n_out):
@@ -108,6 +114,52 @@ def _grad_params(x, delta, w, alpha, denom, scale, grad_w, grad_b):
     if scale:
         for j in range(n_out):
             grad_b[j] /= denom
+
+
+# Sparse input: rows of a CSR matrix (data, indices, indptr), batch row r being matrix row
+# rows[r]. Each stored value adds its row of w (forward) or of delta (weight gradient):
+# the work follows the stored values, not the width, and entries within a row add up in
+# their stored order, as SciPy's CSR products add them.
+@inline
+def _csr_matmul_bias(data, indices, indptr, rows, w, b, relu, out):
+    # out = x[rows] @ w + b, ReLU applied when relu (as _matmul_bias)
+    zero = out.dtype.type(0)
+    n_out = w.shape[1]
+    for r in range(rows.shape[0]):
+        for j in range(n_out):
+            out[r, j] = zero
+        src = rows[r]
+        for p in range(indptr[src], indptr[src + 1]):
+            value = data[p]
+            k = indices[p]
+            for j in range(n_out):
+                out[r, j] += value * w[k, j]
+        if relu:
+            for j in range(n_out):
+                z = out[r, j] + b[j]
+                out[r, j] = z if z > zero else zero
+        else:
+            for j in range(n_out):
+                out[r, j] += b[j]
+
+
+@inline
+def _csr_grad_params(data, indices, indptr, rows, delta, w, alpha, denom, scale, grad_w,
+                     grad_b):
+    # _grad_params with x = the CSR rows: grad_w = x[rows].T @ delta, row after row
+    zero = grad_w.dtype.type(0)
+    n_in, n_out = w.shape
+    for k in range(n_in):
+        for j in range(n_out):
+            grad_w[k, j] = zero
+    for r in range(rows.shape[0]):
+        src = rows[r]
+        for p in range(indptr[src], indptr[src + 1]):
+            value = data[p]
+            k = indices[p]
+            for j in range(n_out):
+                grad_w[k, j] += value * delta[r, j]
+    _finish_grad_params(delta, w, alpha, denom, scale, grad_w, grad_b)
 
 
 @inline

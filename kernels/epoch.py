@@ -33,20 +33,31 @@ from ._codes import (
 )
 from ._jit import borrowed, flat_view, greater, inline_ir, kernel, lesser, rows_view
 from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _derivative
-from .dense import TRANSPOSE_MAX, _grad_input, _grad_params, _matmul_bias
+from .dense import (
+    TRANSPOSE_MAX,
+    _csr_grad_params,
+    _csr_matmul_bias,
+    _grad_input,
+    _grad_params,
+    _matmul_bias,
+)
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _adam, _flush_subnormal_state, _nesterov, _sgd
 
 
 @inline_ir
-def _forward(x, theta, sizes, offsets, acts, work, cap, out):
+def _forward(x, first, theta, sizes, offsets, acts, work, cap, out):
+    # Layers first... onwards, x being layer first's input: 0 for the network's input,
+    # 1 when a sparse input's first layer has run (its activation at work's start).
     # Hidden activations go to work (layer l at rows*cols blocks of capacity cap);
     # the last layer's z goes to out; out is left as the *pre-activation*.
     n_layers = sizes.shape[0] - 1
     nb = x.shape[0]
     a_in = x
     pos = 0
-    for layer in range(n_layers):
+    for layer in range(first):
+        pos += cap * sizes[layer + 1]
+    for layer in range(first, n_layers):
         n_in = sizes[layer]
         n_out = sizes[layer + 1]
         w = rows_view(theta, offsets[layer], n_in, n_out)
@@ -64,9 +75,12 @@ def _forward(x, theta, sizes, offsets, acts, work, cap, out):
 
 
 @inline_ir
-def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale, grad):
+def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale,
+                   grad):
     # Mean loss of one batch (plus the L2 term) and its gradient into grad; with scale
-    # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw)).
+    # False, grad gets the raw sums of _grad_params instead. Returns (loss, sum(sw),
+    # delta of layer first). With first = 1, x is the first layer's activation (a sparse
+    # input's, at work's start), and the caller adds that layer's gradient from delta.
     # work: [hidden activations | output z | delta ping | delta pong], capacity cap rows,
     # then TRANSPOSE_MAX elements of scratch for _grad_input.
     n_layers = sizes.shape[0] - 1
@@ -79,7 +93,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
     pong = ping + cap * widest
     scratch_pos = cap * (total + 2 * widest)
     scratch = work[scratch_pos : scratch_pos + TRANSPOSE_MAX]
-    _forward(x, theta, sizes, offsets, acts, work, cap, z_out)
+    _forward(x, first, theta, sizes, offsets, acts, work, cap, z_out)
 
     delta = rows_view(work, ping, nb, n_out)
     out_code = acts[n_layers - 1]
@@ -109,14 +123,14 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
 
     # Backward; hidden layer l's activation sits at offset cap * sum(sizes[1:l+1]).
     a_pos = cap * hidden
-    for layer in range(n_layers - 1, -1, -1):
+    for layer in range(n_layers - 1, first - 1, -1):
         n_in = sizes[layer]
         width = sizes[layer + 1]
         w = rows_view(theta, offsets[layer], n_in, width)
         grad_w = rows_view(grad, offsets[layer], n_in, width)
         b0 = offsets[n_layers + layer]
         grad_b = grad[b0 : b0 + width]
-        if layer == 0:
+        if layer == first:
             a_in = x
         else:
             a_pos -= cap * n_in
@@ -128,7 +142,7 @@ def _loss_and_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scal
             _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in
-    return loss / sw_sum + l2 / sw_sum, sw_sum
+    return loss / sw_sum + l2 / sw_sum, sw_sum, delta
 
 
 def _layer_widths_of(sizes):
@@ -180,8 +194,9 @@ def _finite_rows(x):
     return _finite_1d(flat_view(x))  # kernels take C-contiguous arrays only
 
 
-def workspace_size(sizes, rows):
-    """Length of the ``work`` buffer that :func:`run_epochs` and :func:`loss_grad` need.
+def workspace_size(sizes, rows, sparse=False):
+    """Length of the ``work`` buffer that :func:`run_epochs` and :func:`loss_grad` need
+    (with ``sparse``, their CSR twins, which gather no input rows).
 
     Plain Python (called once per fit): as a kernel it was one more compile in a cold
     start and one more cache entry to load in a warm one.
@@ -191,15 +206,40 @@ def workspace_size(sizes, rows):
     sizes : ndarray of int64, shape (n_layers + 1,)
     rows : int
         The largest batch the buffer must hold.
+    sparse : bool
     """
     sizes = np.asarray(sizes)
     rows = _padded_rows_of(rows)
     total, widest = _layer_widths_of(sizes)
+    x_cols = 0 if sparse else sizes[0]
     # activations + output z + two delta buffers + gathered x, y and sample weights, per
     # row; the transposed-weights scratch; then the start-of-epoch copy of theta, m and v
     # that a diverging epoch restores
-    return int(rows * (total + 2 * widest + sizes[0] + sizes[sizes.shape[0] - 1] + 1)
+    return int(rows * (total + 2 * widest + x_cols + sizes[sizes.shape[0] - 1] + 1)
                + TRANSPOSE_MAX + 3 * _n_params(sizes))
+
+
+@inline_ir
+def _csr_loss_and_grad(data, indices, indptr, rows, y, sw, theta, sizes, offsets, acts,
+                       hyper, work, cap, scale, grad):
+    # _loss_and_grad for the batch of CSR rows `rows`: the first layer from the stored
+    # values into work's start (where _forward keeps it), the rest dense.
+    n_layers = sizes.shape[0] - 1
+    n_in = sizes[0]
+    width = sizes[1]
+    w = rows_view(theta, offsets[0], n_in, width)
+    b0 = offsets[n_layers]
+    z0 = rows_view(work, 0, rows.shape[0], width)  # with no hidden layer, the output z
+    hidden_relu = n_layers > 1 and acts[0] == RELU
+    _csr_matmul_bias(data, indices, indptr, rows, w, theta[b0 : b0 + width], hidden_relu, z0)
+    if n_layers > 1 and not hidden_relu:
+        _activate(acts[0], z0, z0)
+    loss, sw_sum, delta = _loss_and_grad(z0, 1, y, sw, theta, sizes, offsets, acts, hyper,
+                                         work, cap, scale, grad)
+    _csr_grad_params(data, indices, indptr, rows, delta, w, theta.dtype.type(hyper[HYPER_ALPHA]),
+                     theta.dtype.type(sw_sum), scale, rows_view(grad, offsets[0], n_in, width),
+                     grad[b0 : b0 + width])
+    return loss, sw_sum
 
 
 @kernel
@@ -225,9 +265,74 @@ def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
     -------
     float
     """
-    return _loss_and_grad(borrowed(x), borrowed(y), borrowed(sw), borrowed(theta),
+    return _loss_and_grad(borrowed(x), 0, borrowed(y), borrowed(sw), borrowed(theta),
                           borrowed(sizes), borrowed(offsets), borrowed(acts), borrowed(hyper),
                           borrowed(work), _padded_rows(x.shape[0]), True, borrowed(grad))[0]
+
+
+@kernel
+def loss_grad_csr(data, indices, indptr, y, sw, theta, sizes, offsets, acts, hyper, work,
+                  grad):
+    """:func:`loss_grad` of the CSR matrix ``(data, indices, indptr)``.
+
+    Parameters
+    ----------
+    data, indices, indptr : ndarray
+        The rows of ``x`` in CSR form (``indices`` and ``indptr`` int64); ``x`` has
+        ``len(indptr) - 1`` rows of ``sizes[0]`` columns.
+    y, sw, theta, sizes, offsets, acts, hyper, grad : as in :func:`loss_grad`.
+    work : ndarray of shape (workspace_size(sizes, n_samples, sparse=True),)
+
+    Returns
+    -------
+    float
+    """
+    n = indptr.shape[0] - 1
+    return _csr_loss_and_grad(borrowed(data), borrowed(indices), borrowed(indptr),
+                              np.arange(n), borrowed(y), borrowed(sw), borrowed(theta),
+                              borrowed(sizes), borrowed(offsets), borrowed(acts),
+                              borrowed(hyper), borrowed(work), _padded_rows(n), True,
+                              borrowed(grad))[0]
+
+
+@inline_ir
+def _save_state(theta, m, v, saved):
+    # Element loops, not slice assignment: that one compiles numba's shape-mismatch
+    # error path (string formatting), seconds of cold compile.
+    n_params = theta.shape[0]
+    for p in range(n_params):
+        saved[p] = theta[p]
+        saved[n_params + p] = m[p]
+        saved[2 * n_params + p] = v[p]
+
+
+@inline_ir
+def _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum):
+    # grad holds raw sums: the update step scales them as it streams theta
+    lr = hyper[HYPER_LR]
+    alpha = hyper[HYPER_ALPHA]
+    if opt == OPT_ADAM:
+        _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
+              hyper[HYPER_EPSILON], t, n_weights, alpha, sw_sum)
+    elif opt == OPT_NESTEROV:
+        _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
+    else:
+        _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
+
+
+@inline_ir
+def _epoch_diverged(opt, total, theta, m, v, hyper, saved):
+    # The end of an epoch: subnormal state flushed; a non-finite loss or theta undoes
+    # the epoch (True)
+    _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
+    if total - total == 0.0 and _finite_1d(theta):
+        return False
+    n_params = theta.shape[0]
+    for p in range(n_params):
+        theta[p] = saved[p]
+        m[p] = saved[n_params + p]
+        v[p] = saved[2 * n_params + p]
+    return True
 
 
 @kernel
@@ -287,19 +392,11 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     x_pos = cap * (widths + 2 * widest) + TRANSPOSE_MAX  # after _loss_and_grad's part
     y_pos = x_pos + cap * n_in
     sw_pos = y_pos + cap * n_out
-    n_params = theta.shape[0]
-    saved = work[sw_pos + cap : sw_pos + cap + 3 * n_params]
-    lr = hyper[HYPER_LR]
-    alpha = hyper[HYPER_ALPHA]
+    saved = work[sw_pos + cap : sw_pos + cap + 3 * theta.shape[0]]
     n_weights = offsets[n_layers]  # all weights come first in theta, then all biases
     n = orders.shape[1]
     for epoch in range(orders.shape[0]):
-        # Element loops, not slice assignment: that one compiles numba's shape-mismatch
-        # error path (string formatting), seconds of cold compile.
-        for p in range(n_params):
-            saved[p] = theta[p]
-            saved[n_params + p] = m[p]
-            saved[2 * n_params + p] = v[p]
+        _save_state(theta, m, v, saved)
         total = 0.0
         for start in range(0, n, batch_size):
             nb = lesser(batch_size, n - start)
@@ -313,25 +410,71 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
                 for j in range(n_out):
                     yb[r, j] = y[src, j]
                 swb[r] = sw[src]
-            # grad gets raw sums: the update step scales them as it streams theta
-            loss, sw_sum = _loss_and_grad(xb, yb, swb, theta, sizes, offsets, acts, hyper,
-                                          work, cap, False, grad)
+            loss, sw_sum, _ = _loss_and_grad(xb, 0, yb, swb, theta, sizes, offsets, acts,
+                                             hyper, work, cap, False, grad)
             total += loss * nb
             t += 1
-            if opt == OPT_ADAM:
-                _adam(theta, grad, m, v, lr, hyper[HYPER_BETA_1], hyper[HYPER_BETA_2],
-                      hyper[HYPER_EPSILON], t, n_weights, alpha, sw_sum)
-            elif opt == OPT_NESTEROV:
-                _nesterov(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
-            else:
-                _sgd(theta, grad, m, lr, hyper[HYPER_MOMENTUM], n_weights, alpha, sw_sum)
-        _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
+            _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
         totals[epoch] = total
-        if not (total - total == 0.0 and _finite_1d(theta)):
-            for p in range(n_params):
-                theta[p] = saved[p]
-                m[p] = saved[n_params + p]
-                v[p] = saved[2 * n_params + p]
+        if _epoch_diverged(opt, total, theta, m, v, hyper, saved):
+            return epoch
+    return orders.shape[0]
+
+
+@kernel
+def run_epochs_csr(data, indices, indptr, y, sw, orders, batch_size, theta, grad, m, v, sizes,
+                   offsets, acts, hyper, t, opt, work, totals):
+    """:func:`run_epochs` of the CSR matrix ``(data, indices, indptr)``: a batch's first
+    layer reads the stored values of its rows in place, nothing is densified.
+
+    Parameters
+    ----------
+    data, indices, indptr : ndarray
+        The rows of ``x`` in CSR form (``indices`` and ``indptr`` int64).
+    work : ndarray of shape (workspace_size(sizes, batch_size, sparse=True),)
+    y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, acts, hyper, t, opt, totals
+        As in :func:`run_epochs`.
+
+    Returns
+    -------
+    int
+        As :func:`run_epochs`.
+    """
+    data, indices, indptr, y, sw, orders = (borrowed(data), borrowed(indices),
+                                            borrowed(indptr), borrowed(y), borrowed(sw),
+                                            borrowed(orders))
+    theta, grad, m, v, sizes, offsets, acts, hyper, work, totals = (
+        borrowed(theta), borrowed(grad), borrowed(m), borrowed(v), borrowed(sizes),
+        borrowed(offsets), borrowed(acts), borrowed(hyper), borrowed(work), borrowed(totals))
+    n_layers = sizes.shape[0] - 1
+    n_out = sizes[n_layers]
+    cap = _padded_rows(batch_size)
+    widths, widest = _layer_widths(sizes)
+    y_pos = cap * (widths + 2 * widest) + TRANSPOSE_MAX  # after _loss_and_grad's part
+    sw_pos = y_pos + cap * n_out
+    saved = work[sw_pos + cap : sw_pos + cap + 3 * theta.shape[0]]
+    n_weights = offsets[n_layers]
+    n = orders.shape[1]
+    for epoch in range(orders.shape[0]):
+        _save_state(theta, m, v, saved)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            nb = lesser(batch_size, n - start)
+            yb = rows_view(work, y_pos, nb, n_out)
+            swb = work[sw_pos : sw_pos + nb]
+            rows = orders[epoch, start : start + nb]
+            for r in range(nb):
+                for j in range(n_out):
+                    yb[r, j] = y[rows[r], j]
+                swb[r] = sw[rows[r]]
+            loss, sw_sum = _csr_loss_and_grad(data, indices, indptr, rows, yb, swb, theta,
+                                              sizes, offsets, acts, hyper, work, cap, False,
+                                              grad)
+            total += loss * nb
+            t += 1
+            _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
+        totals[epoch] = total
+        if _epoch_diverged(opt, total, theta, m, v, hyper, saved):
             return epoch
     return orders.shape[0]
 
@@ -374,7 +517,54 @@ def predict_forward(x, theta, sizes, offsets, acts, out):
     for start in range(0, x.shape[0], cap):
         stop = lesser(start + cap, x.shape[0])
         z = out[start:stop]
-        _forward(x[start:stop], theta, sizes, offsets, acts, work, cap, z)
+        _forward(x[start:stop], 0, theta, sizes, offsets, acts, work, cap, z)
+        _activate(out_code, z, z)
+    return True
+
+
+@kernel
+def predict_forward_csr(data, indices, indptr, theta, sizes, offsets, acts, out):
+    """:func:`predict_forward` of the CSR matrix ``(data, indices, indptr)``.
+
+    Parameters
+    ----------
+    data, indices, indptr : ndarray
+        The rows of ``x`` in CSR form (``indices`` and ``indptr`` int64).
+    theta, sizes, offsets, acts, out : as in :func:`predict_forward`.
+
+    Returns
+    -------
+    bool
+        False, with ``out`` untouched, when ``data`` holds a NaN or an infinity.
+    """
+    if not _finite_1d(data):
+        return False
+    data, indices, indptr, theta, sizes, offsets, acts, out = (
+        borrowed(data), borrowed(indices), borrowed(indptr), borrowed(theta), borrowed(sizes),
+        borrowed(offsets), borrowed(acts), borrowed(out))
+    n_layers = sizes.shape[0] - 1
+    n = indptr.shape[0] - 1
+    total, _ = _layer_widths(sizes)
+    cap = greater(1, lesser(n, PREDICT_BLOCK))
+    work = np.empty(greater(1, cap * (total - sizes[n_layers])), theta.dtype)
+    width = sizes[1]
+    w = rows_view(theta, offsets[0], sizes[0], width)
+    b = theta[offsets[n_layers] : offsets[n_layers] + width]
+    hidden_relu = n_layers > 1 and acts[0] == RELU
+    out_code = acts[n_layers - 1]
+    flat_out = flat_view(out)
+    for start in range(0, n, cap):
+        stop = lesser(start + cap, n)
+        z = out[start:stop]
+        if n_layers == 1:  # the first layer is the output
+            z0 = rows_view(flat_out, start * width, stop - start, width)
+        else:
+            z0 = rows_view(work, 0, stop - start, width)
+        _csr_matmul_bias(data, indices, indptr, np.arange(start, stop), w, b, hidden_relu, z0)
+        if n_layers > 1:
+            if not hidden_relu:
+                _activate(acts[0], z0, z0)
+            _forward(z0, 1, theta, sizes, offsets, acts, work, cap, z)
         _activate(out_code, z, z)
     return True
 

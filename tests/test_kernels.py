@@ -11,6 +11,7 @@ function, and (``slow``) hypothesis invariants of softmax.
 import numba
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from conftest import DTYPES, TOL
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from hypothesis.extra.numpy import arrays
 from numpy.testing import assert_allclose, assert_array_equal
 
 from fastnn import kernels as K
-from fastnn._network import Network, layout, make_hyper
+from fastnn._network import Network, csr_arrays, layout, make_hyper
 from fastnn.kernels import _jit
 from fastnn.kernels._jit import TILE_ROWS, TILE_WIDTH, borrowed, rows_view
 from fastnn.kernels.activations import _exp_nonpositive
@@ -60,6 +61,7 @@ TESTED = {
     "xent_loss", "bce_loss", "mse_loss", "poisson_loss",
     "sgd_update", "nesterov_update", "adam_update",
     "run_epochs", "loss_grad", "predict_forward", "workspace_size", "all_finite",
+    "run_epochs_csr", "loss_grad_csr", "predict_forward_csr",
     "shuffled_orders",
 }
 
@@ -732,6 +734,19 @@ def test_engine_kernels_stay_inside_work(rng, batch_size):
     buf = np.full(size + 64, np.nan)
     K.loss_grad(x, y, sw, theta, net.sizes, net.offsets, net.acts, hyper, buf[:size], grad)
     assert np.isnan(buf[size:]).all()
+    # the CSR twins, in their smaller workspaces
+    csr = _sparse_rows(rng, x)[1]
+    size = int(K.workspace_size(net.sizes, batch_size, sparse=True))
+    buf = np.full(size + 64, np.nan)
+    K.run_epochs_csr(*csr, y, sw, np.array([rng.permutation(37)] * 2), batch_size, theta, grad,
+                     m, v, net.sizes, net.offsets, net.acts, hyper, 0, K.OPT_ADAM, buf[:size],
+                     np.empty(2))
+    assert np.isnan(buf[size:]).all()
+    size = int(K.workspace_size(net.sizes, 37, sparse=True))
+    buf = np.full(size + 64, np.nan)
+    K.loss_grad_csr(*csr, y, sw, theta, net.sizes, net.offsets, net.acts, hyper, buf[:size],
+                    grad)
+    assert np.isnan(buf[size:]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -834,6 +849,145 @@ def test_predict_forward_refuses_non_finite_rows(rng, engine, bad, row):
     done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out)
     assert done is False
     assert_array_equal(out, 7.0)
+
+
+# --- sparse input: the CSR twins -------------------------------------------------------
+def _sparse_rows(rng, x):
+    # x with ~70% of its entries and one whole row (an empty CSR row) set to 0, as CSR
+    x = np.where(rng.random(x.shape) < 0.7, 0, x).astype(x.dtype)
+    x[3] = 0
+    return x, csr_arrays(sp.csr_matrix(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("output", sorted(OUTPUT))
+def test_loss_grad_csr_matches_dense_and_numpy(rng, dtype, arch, output):
+    # the stored values only: the same loss and gradient as the dense rows they stand for
+    code, n_out = OUTPUT[output]
+    hidden = ARCHS[arch]
+    net = _net(rng, [9] + [7, 6][: len(hidden)] + [n_out], hidden + [code], dtype)
+    x, y, sw = _data(rng, 37, net)
+    x, csr = _sparse_rows(rng, x)
+    hyper = make_hyper(dtype, alpha=0.1, gscale=1.0 / n_out)
+    results = []
+    for engine, rows, sparse in ((K, x, False), (K, csr, True), (npb, csr, True)):
+        grad = np.full_like(net.theta, np.nan)
+        work = np.full(int(engine.workspace_size(net.sizes, 37, sparse=sparse)), np.nan, dtype)
+        if sparse:
+            loss = engine.loss_grad_csr(*rows, y, sw, net.theta, net.sizes, net.offsets,
+                                        net.acts, hyper, work, grad)
+        else:
+            loss = engine.loss_grad(rows, y, sw, net.theta, net.sizes, net.offsets, net.acts,
+                                    hyper, work, grad)
+        results.append((loss, grad))
+    for loss, grad in results[1:]:
+        assert_allclose(loss, results[0][0], **TOL[dtype])
+        assert_allclose(grad, results[0][1], **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", ["none", "relu", "logistic-tanh"])
+@pytest.mark.parametrize("opt", sorted(OPTS))
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_run_epochs_csr_matches_dense_and_numpy(rng, dtype, arch, opt, batch_size):
+    hidden = ARCHS[arch]
+    net = _net(rng, [9] + [7, 6][: len(hidden)] + [3], hidden + [K.SOFTMAX], dtype)
+    x, y, sw = _data(rng, 37, net)
+    x, csr = _sparse_rows(rng, x)
+    hyper = make_hyper(dtype, lr=0.01, momentum=0.9, alpha=0.05)
+    orders = np.array([rng.permutation(37), rng.permutation(37)], np.int64)
+    results = []
+    for engine, rows, sparse in ((K, x, False), (K, csr, True), (npb, csr, True)):
+        theta = net.theta.copy()
+        grad = np.empty_like(theta)
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        work = np.full(int(engine.workspace_size(net.sizes, batch_size, sparse=sparse)),
+                       np.nan, dtype)
+        totals = np.empty(2)
+        args = (y, sw, orders, batch_size, theta, grad, m, v, net.sizes, net.offsets,
+                net.acts, hyper, 0, OPTS[opt], work, totals)
+        if sparse:
+            done = engine.run_epochs_csr(*rows, *args)
+        else:
+            done = engine.run_epochs(rows, *args)
+        assert done == 2
+        results.append((totals, theta, m, v))
+    assert not np.array_equal(results[0][1], net.theta)
+    for got in results[1:]:
+        for name, a, b in zip(["loss", "theta", "m", "v"], got, results[0]):
+            assert_allclose(a, b, err_msg=name, **TOL[dtype])
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+def test_run_epochs_csr_undoes_the_epoch_that_diverges(rng, engine):
+    # as the dense test above: stored values of rows 20-39 are inf; epoch 1 is undone
+    net = _net(rng, [9, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
+    x, y, sw = _data(rng, 40, net)
+    x, _ = _sparse_rows(rng, x)
+    x[20:] = np.where(x[20:] != 0, np.inf, 0)
+    csr = csr_arrays(sp.csr_matrix(x))
+    hyper = make_hyper(np.float64, lr=0.1, momentum=0.9)
+    orders = np.array([np.arange(20), np.arange(20, 40), np.arange(20)], np.int64)
+    states = []
+    for epochs in (orders, orders[:1]):
+        theta = net.theta.copy()
+        m, v = np.zeros_like(theta), np.zeros_like(theta)
+        work = np.empty(int(engine.workspace_size(net.sizes, 10, sparse=True)))
+        totals = np.full(3, -1.0)
+        with np.errstate(all="ignore"):
+            done = engine.run_epochs_csr(*csr, y, sw, epochs, 10, theta, np.empty_like(theta),
+                                         m, v, net.sizes, net.offsets, net.acts, hyper, 0,
+                                         K.OPT_SGD, work, totals)
+        states.append((done, theta, m))
+    assert states[0][0] == 1 and states[1][0] == 1
+    assert_array_equal(states[0][1], states[1][1])
+    assert_array_equal(states[0][2], states[1][2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("output", sorted(OUTPUT))
+@pytest.mark.parametrize("rows", [1, 37, PREDICT_BLOCK + 5])
+def test_predict_forward_csr_matches_dense(rng, dtype, arch, output, rows):
+    code, n_out = OUTPUT[output]
+    hidden = ARCHS[arch]
+    net = _net(rng, [9] + [7, 6][: len(hidden)] + [n_out], hidden + [code], dtype)
+    x, _, _ = _data(rng, max(rows, 4), net)
+    x, csr = _sparse_rows(rng, x)
+    x = x[:rows]
+    csr = csr_arrays(sp.csr_matrix(x))
+    outs = []
+    for engine, kind in ((K, "dense"), (K, "csr"), (npb, "csr")):
+        out = np.full((rows, n_out), np.nan, dtype)
+        if kind == "csr":
+            done = engine.predict_forward_csr(*csr, net.theta, net.sizes, net.offsets,
+                                              net.acts, out)
+        else:
+            done = engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out)
+        assert done is True
+        outs.append(out)
+    for out in outs[1:]:
+        assert_allclose(out, outs[0], **TOL[dtype])
+
+
+@pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_predict_forward_csr_refuses_non_finite_values(rng, engine, bad):
+    net = _net(rng, [9, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
+    x, _, _ = _data(rng, 37, net)
+    data, indices, indptr = _sparse_rows(rng, x)[1]
+    data[-1] = bad
+    out = np.full((37, 3), 7.0)
+    assert engine.predict_forward_csr(data, indices, indptr, net.theta, net.sizes,
+                                      net.offsets, net.acts, out) is False
+    assert_array_equal(out, 7.0)
+
+
+def test_workspace_size_sparse_gathers_no_input_rows():
+    sizes = np.array([5000, 7, 6, 3], np.int64)
+    assert (K.workspace_size(sizes, 16) - K.workspace_size(sizes, 16, sparse=True)
+            == 16 * 5000)
 
 
 # --- hand-checked cases ----------------------------------------------------------------

@@ -211,9 +211,31 @@ def _forward(x, theta, sizes, offsets, acts):
     return activations, z
 
 
-def workspace_size(sizes, rows):
+def workspace_size(sizes, rows, sparse=False):
     """The NumPy engine allocates as it goes; it needs no scratch."""
     return 0
+
+
+def _csr(data, indices, indptr, n_cols):
+    # SciPy's CSR matrix over the engine's arrays: its products (x @ w, x.T @ delta) and
+    # row selection (x[idx]) are what the functions below use
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix((data, indices, indptr),
+                                   shape=(indptr.shape[0] - 1, int(n_cols)))
+
+
+def loss_grad_csr(data, indices, indptr, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
+    """:func:`loss_grad` of the CSR matrix ``(data, indices, indptr)``."""
+    return loss_grad(_csr(data, indices, indptr, sizes[0]), y, sw, theta, sizes, offsets, acts,
+                     hyper, work, grad)
+
+
+def run_epochs_csr(data, indices, indptr, y, sw, orders, batch_size, theta, grad, m, v, sizes,
+                   offsets, acts, hyper, t, opt, work, totals):
+    """:func:`run_epochs` of the CSR matrix ``(data, indices, indptr)``."""
+    return run_epochs(_csr(data, indices, indptr, sizes[0]), y, sw, orders, batch_size, theta,
+                      grad, m, v, sizes, offsets, acts, hyper, t, opt, work, totals)
 
 
 def loss_grad(x, y, sw, theta, sizes, offsets, acts, hyper, work, grad):
@@ -283,6 +305,15 @@ def forward_output(x, theta, sizes, offsets, acts):
     runs through the arithmetic as it will."""
     _, z = _forward(x, theta, sizes, offsets, acts)
     return _FORWARD[int(acts[-1])](z)
+
+
+def predict_forward_csr(data, indices, indptr, theta, sizes, offsets, acts, out):
+    """:func:`predict_forward` of the CSR matrix ``(data, indices, indptr)``."""
+    if not np.isfinite(data).all():
+        return False
+    out[...] = forward_output(_csr(data, indices, indptr, sizes[0]), theta, sizes, offsets,
+                              acts)
+    return True
 
 
 def predict_forward(x, theta, sizes, offsets, acts, out):
