@@ -268,7 +268,24 @@ ESTIMATOR_CASES = {
                                         max_iter=20)),
     "iris (16,16)": ("W-tiny", dict(hidden_layer_sizes=(16, 16), batch_size=16,
                                     learning_rate_init=0.01, max_iter=200, alpha=0.0)),
+    # no goal of the issue's; the sparse path's speed on text-like data (estimator_data)
+    "sparse 4000x20000 (64,)": ("sparse", dict(hidden_layer_sizes=(64,), max_iter=3)),
 }
+
+
+@lru_cache(maxsize=None)
+def _sparse_text_like():
+    # 4000 rows of 20000 columns, 50 stored values a row (bag-of-words-like CSR), 3 classes
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, d, per_row = 4000, 20000, 50
+    cols = rng.integers(0, d, (n, per_row))
+    X = sp.csr_matrix((rng.random(n * per_row), cols.ravel(),
+                       np.arange(0, n * per_row + 1, per_row)), shape=(n, d))
+    X.sum_duplicates()
+    y = (X @ rng.standard_normal(d) > 0).astype(int) + (X @ rng.standard_normal(d) > 0)
+    return X, y
 
 
 def make_estimator(case, library, random_state=0):
@@ -286,5 +303,8 @@ def make_estimator(case, library, random_state=0):
 
 def estimator_data(case):
     """``(X, y)`` a case's estimators are fitted on (the workload's training rows)."""
-    X, y, _, _ = load(ESTIMATOR_CASES[case][0])
+    source = ESTIMATOR_CASES[case][0]
+    if source == "sparse":
+        return _sparse_text_like()
+    X, y, _, _ = load(source)
     return X, y

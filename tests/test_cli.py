@@ -75,14 +75,17 @@ def test_bench_quick_writes_every_section(tmp_path):
     assert comp["warm_process"]["median_s"] >= comp["warm"]["median_s"]
     assert comp["goal_s"] == {"warm": 0.5, "cold": 5.0}
     est = data["estimators"]
-    assert list(est) == ["digits (128,64)", "iris (16,16)", "predict_proba 1 row"]
-    for case, goal in zip(est, (7, 50, 10)):
+    assert list(est) == ["digits (128,64)", "iris (16,16)", "sparse 4000x20000 (64,)",
+                         "predict_proba 1 row"]
+    for case, goal in zip(est, (7, 50, None, 10)):
         row = est[case]
         assert row["goal_speedup"] == goal
         assert row["speedup"] == pytest.approx(row["sklearn"]["median_s"]
                                                / row["fastnn"]["median_s"])
-        assert row["met"] == (row["speedup"] >= goal)
+        assert row["met"] == (None if goal is None else row["speedup"] >= goal)
     assert re.search(r"digits \(128,64\)\s+\S+ \S+\s+\S+ \S+\s+\d+\.\dx\s+7x\s+(met|NOT met)",
+                     result.stdout)
+    assert re.search(r"sparse 4000x20000 \(64,\)\s+\S+ \S+\s+\S+ \S+\s+\d+\.\dx\s+-\n",
                      result.stdout)
     assert "machine: cores=" in result.stdout
 
@@ -145,7 +148,9 @@ def test_plot_report_chart_and_markdown(tmp_path):
             "W-compile": {"kind": "compile", "dtype": "float64", "cold": s(4.0),
                           "warm": s(0.4)},
         },
-        "estimators": {"iris (16,16)": {"fastnn": s(0.01), "sklearn": s(0.6),
+        "estimators": {"sparse": {"fastnn": s(0.2), "sklearn": s(0.6), "speedup": 3.0,
+                                  "goal_speedup": None, "met": None},
+                       "iris (16,16)": {"fastnn": s(0.01), "sklearn": s(0.6),
                                         "speedup": 60.0, "goal_speedup": 50.0, "met": True}},
     }
     assert plot_report.ratios(report) == {"W-tiny": {"numba": 50.0, "sklearn": 0.5},
@@ -157,6 +162,7 @@ def test_plot_report_chart_and_markdown(tmp_path):
                         "2026-01-01 | Test CPU, 2 cores, openblas 0.3 | float64 |")
     assert "| W-inferB | 200k rows/s | 250k rows/s | 1.25x | - |" in table[3]
     assert "| W-compile | - | warm 400.00 ms, cold 4.00 s | - |" in table[4]
+    assert table[-2] == "| sparse | 200.00 ms | 600.00 ms | 3.0x | - |"
     assert table[-1] == "| iris (16,16) | 10.00 ms | 600.00 ms | 60.0x | >= 50x (met) |"
     png = tmp_path / "speed.png"
     (tmp_path / "r.json").write_text(json.dumps(report))
