@@ -561,14 +561,14 @@ class _BaseMLP(BaseEstimator):
         if not (np.isfinite(result.fun) and np.isfinite(result.x).all()):
             net.theta[...] = accepted
             self.n_iter_ = int(result.nit)
-            self.loss_ = accepted_loss[0]
+            self.loss_ = np.float64(accepted_loss[0])
             warnings.warn(
                 f"training diverged: L-BFGS ended with loss = {result.fun}; kept the last "
                 "iterate with a finite loss. Scale the inputs.", DivergenceWarning,
                 stacklevel=6)
             return
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
-        self.loss_ = result.fun
+        self.loss_ = np.float64(result.fun)
         net.theta[...] = result.x
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental, random_state):
@@ -665,7 +665,8 @@ class _BaseMLP(BaseEstimator):
                 for total in totals[:done]:
                     opt.steps += n_batches
                     self.n_iter_ += 1
-                    self.loss_ = float(total) / n_samples
+                    # np.float64, as scikit-learn's accumulated loss (its repr shows it)
+                    self.loss_ = np.float64(total) / n_samples
                     self.t_ += n_samples
                     self.loss_curve_.append(self.loss_)
                     if self.verbose:
@@ -1024,14 +1025,14 @@ class _BaseMLP(BaseEstimator):
                 if value.shape != (1,) or value.dtype.kind != "f":
                     raise ModelFileError(f"{name} must be one float, got shape "
                                          f"{value.shape} dtype {value.dtype}")
-                setattr(est, name, float(value[0]))
+                setattr(est, name, np.float64(value[0]))
         for name in _LIST_ATTRS:
             if name in arrays:
                 value = arrays[name]
                 if value.ndim != 1 or value.dtype.kind != "f":
                     raise ModelFileError(f"{name} must be a 1-D float array, got shape "
                                          f"{value.shape} dtype {value.dtype}")
-                setattr(est, name, [float(v) for v in value])
+                setattr(est, name, [np.float64(v) for v in value])
         if "feature_names_in_" in arrays:
             names = arrays["feature_names_in_"]
             if names.shape != (n_features,) or names.dtype.kind != "U":

@@ -623,6 +623,20 @@ def test_activations_changed_after_fit_take_effect(backend):
     assert_allclose(fast.coefs_[0], sk.coefs_[0], rtol=RTOL, atol=1e-12)
 
 
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_loss_attributes_are_numpy_floats_as_in_sklearn(solver):
+    # their repr is part of what users see: np.float64(0.5), as scikit-learn's
+    X, y, _ = _task("multiclass-iris")
+    fast, sk = _fit_both(CLASSIFIERS, X, y, solver=solver, hidden_layer_sizes=(5,),
+                         max_iter=3, random_state=0)
+    for name in ("loss_", "best_loss_"):
+        if hasattr(sk, name):
+            assert type(getattr(fast, name)) is type(getattr(sk, name)), name
+    if solver == "adam":
+        assert [type(v) for v in fast.loss_curve_] == [type(v) for v in sk.loss_curve_]
+        assert repr(fast.loss_curve_[:1])[:12] == repr(sk.loss_curve_[:1])[:12]
+
+
 def test_float32_model_answers_float64_rows_in_float64():
     X, y, _ = _task("regression")
     kw = dict(hidden_layer_sizes=(5,), max_iter=20, random_state=0)
