@@ -117,6 +117,16 @@ class Network:
         self.offsets, n_params = layout([int(s) for s in self.sizes])
         self.theta = aligned_zeros(n_params, dtype)
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["engine"]  # a module: found again by name
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.engine = get_backend(self.backend)
+        self.theta = aligned_copy(self.theta)  # unpickled arrays come from NumPy's allocator
+
     @property
     def n_layers(self):
         return len(self.sizes) - 1
@@ -205,17 +215,31 @@ class Predictor:
     """
 
     def __init__(self, net):
-        from fastnn.kernels import predict_forward
-
         self._dtype = np.dtype(net.dtype)
         self._n_in = int(net.sizes[0])
         self._n_out = int(net.sizes[-1])
         # The clean-input test: 2-D (two strides), rows of n_in contiguous items.
         self._row_strides = (self._n_in * self._dtype.itemsize, self._dtype.itemsize)
+        self._net = Network(net.sizes, net.acts, net.dtype, net.backend)
+        self._net.theta = aligned_copy(net.theta)
+        self._bind()
+
+    def _bind(self):
+        from fastnn.kernels import predict_forward
+
+        net = self._net
         forward = predict_forward if net.backend == "numba" else net.engine.predict_forward
-        theta, sizes, offsets, acts = aligned_copy(net.theta), net.sizes, net.offsets, net.acts
-        self._theta = theta
+        theta, sizes, offsets, acts = net.theta, net.sizes, net.offsets, net.acts
         self._run = lambda x, out: forward(x, theta, sizes, offsets, acts, out)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_run"]  # a closure: bound again after unpickling
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._bind()
 
     def __call__(self, x):
         """Output activations for the rows of ``x``, shape (n_rows, n_outputs)."""
@@ -244,6 +268,12 @@ class Trainer:
             state = (aligned_zeros(net.theta.shape[0], net.dtype),
                      aligned_zeros(net.theta.shape[0], net.dtype))
         self.m, self.v = state
+
+    def __setstate__(self, state):
+        # unpickled arrays come from NumPy's allocator: realign what the kernels stream
+        self.__dict__.update(state)
+        for name in ("grad", "work", "m", "v"):
+            setattr(self, name, aligned_copy(getattr(self, name)))
 
     def epochs(self, x, y, sw, orders, hyper, t, totals):
         """Run one epoch per row of ``orders`` in a single engine call.

@@ -45,6 +45,12 @@ def _check_length(y, n_samples, name):
     return y
 
 
+def _one_output_labels(y, units):
+    # A classifier with one output unit takes its labels as a column (n, 1) too, as Keras
+    # does: the column's values are the labels
+    return y[:, 0] if units == 1 and y.ndim == 2 and y.shape[1] == 1 else y
+
+
 class DivergenceWarning(RuntimeWarning):
     """Training produced a non-finite loss or weights; the model kept its last finite state."""
 
@@ -162,7 +168,7 @@ class Sequential:
     def _fit_targets(self, y):
         """Learn the label encoding from the first fit's ``y``."""
         units = self.layers[-1].units
-        y = np.asarray(y)
+        y = _one_output_labels(np.asarray(y), units)
         if self._kind == "regression":
             return
         if y.ndim == 2 and y.shape[1] == units and units > 1:
@@ -190,8 +196,19 @@ class Sequential:
 
     def _encode(self, y, n_samples, name="y"):
         """Targets as a float matrix of shape (n_samples, units) in the model dtype."""
+        out = self._encode_targets(y, n_samples, name)
+        # The kernels index targets as (n_samples, units) rows: anything else would be
+        # read past its end. Every branch above builds that shape; this says so.
+        if out.shape != (n_samples, self.layers[-1].units):
+            raise ValueError(f"{name} encodes to shape {out.shape}, expected "
+                             f"({n_samples}, {self.layers[-1].units})")
+        return out
+
+    def _encode_targets(self, y, n_samples, name):
         units = self.layers[-1].units
         y = _check_length(y, n_samples, name)
+        if self._kind != "regression":
+            y = _one_output_labels(y, units)
         if self._kind == "regression":
             y2 = y.reshape(-1, 1) if y.ndim == 1 else y
             if y2.ndim != 2 or y2.shape[1] != units:
@@ -211,6 +228,9 @@ class Sequential:
             return out
         if y.ndim != 1:
             raise ValueError(f"{name} must be 1-D labels, got shape {y.shape}")
+        if self._kind == "binary" and units != 1:
+            raise ValueError(f"{name} must be 0/1 indicator rows with {units} columns for this "
+                             f"{units}-unit sigmoid output (multilabel), got shape {y.shape}")
         index = np.searchsorted(self.classes_, y)
         index = np.clip(index, 0, len(self.classes_) - 1)
         unseen = self.classes_[index] != y

@@ -517,8 +517,57 @@ def test_engine_buffers_start_on_cache_lines(iris, tmp_path):
     for a in (model._net.theta, trainer.grad, trainer.work, trainer.m, trainer.v):
         assert _line_aligned(a)
     predictor = model.compile_predictor()
-    assert _line_aligned(predictor._theta)
+    assert _line_aligned(predictor._net.theta)
     model.save(tmp_path / "m.npz")
     back = fastnn.load(tmp_path / "m.npz")
     for a in (back._net.theta, back._trainer.m, back._trainer.v):
         assert _line_aligned(a)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_fitted_model_and_predictor_pickle(iris, backend):
+    # pickle and deepcopy (joblib, multiprocessing, checkpoints): the same predictions, and
+    # training on continues exactly as in the original, from realigned buffers
+    import copy
+    import pickle
+
+    Xtr, ytr, Xte, _ = iris
+    model = iris_model(backend)
+    model.fit(Xtr, ytr, epochs=3, batch_size=16)
+    predictor = model.compile_predictor()
+    for back in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert_array_equal(back.predict_proba(Xte), model.predict_proba(Xte))
+        assert all(_line_aligned(a) for a in (back._net.theta, back._trainer.grad,
+                                              back._trainer.work, back._trainer.m) if a.size)
+        assert back._trainer.net is back._net
+        back.fit(Xtr, ytr, epochs=2, batch_size=16)
+    model.fit(Xtr, ytr, epochs=2, batch_size=16)
+    assert_array_equal(back.get_weights()[0], model.get_weights()[0])
+    again = pickle.loads(pickle.dumps(predictor))
+    assert_array_equal(again(Xte), predictor(Xte))
+    assert _line_aligned(again._net.theta)
+
+
+def test_multilabel_and_one_unit_targets_are_shape_checked():
+    # a 3-unit sigmoid model takes 0/1 rows of 3 columns only: 1-D labels would reach the
+    # kernels as one column and be read as three; a 1-unit model takes an (n, 1) column
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3))
+    Y3 = (X > 0).astype(int)
+    model = Sequential([Dense(4, "relu"), Dense(3, "sigmoid")], loss="binary_crossentropy",
+                       seed=0)
+    model.fit(X, Y3, epochs=1)
+    for call in (lambda: model.fit(X, Y3[:, 0], epochs=1),
+                 lambda: model.loss_and_gradients(X, Y3[:, 0]),
+                 lambda: model.evaluate(X, Y3[:, 0])):
+        with pytest.raises(ValueError, match=r"y must be 0/1 indicator rows with 3 columns for "
+                                             r"this 3-unit sigmoid output \(multilabel\), got "
+                                             r"shape \(40,\)"):
+            call()
+    one = Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], loss="binary_crossentropy", seed=0)
+    column = Sequential([Dense(4, "relu"), Dense(1, "sigmoid")], loss="binary_crossentropy",
+                        seed=0)
+    one.fit(X, Y3[:, 0], epochs=2)
+    column.fit(X, Y3[:, :1], epochs=2, validation_data=(X, Y3[:, :1]))
+    assert_array_equal(one.get_weights()[0], column.get_weights()[0])
+    assert one.evaluate(X, Y3[:, :1]) == one.evaluate(X, Y3[:, 0])
