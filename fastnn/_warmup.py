@@ -27,6 +27,8 @@ def warmup(dtypes=("float64", "float32")):
     from fastnn import kernels
     from fastnn.model import Dense, Sequential
 
+    if isinstance(dtypes, str):  # warmup("float32"): one dtype, not its characters
+        dtypes = (dtypes,)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((8, 3))
     labels = np.arange(8) % 2

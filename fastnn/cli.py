@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -61,6 +62,10 @@ def demo(args):
         print(f"  {backend}: test accuracy {result['accuracy']:.4f}, test loss "
               f"{result['loss']:.4f}, fit {wall:.3f} s (first epoch {history.seconds[0]:.3f} s), "
               f"median epoch {1e6 * per_epoch[backend]:.1f} us")
+    if args.epochs == 1:
+        print("\nspeed: one epoch only, and the numba one includes loading the kernels: run "
+              "more epochs for a per-epoch comparison")
+        return 0
     ratio = per_epoch["numpy"] / per_epoch["numba"]
     print(f"\nspeed: numba {1e6 * per_epoch['numba']:.1f} us/epoch, numpy "
           f"{1e6 * per_epoch['numpy']:.1f} us/epoch -> numba is {ratio:.1f}x faster per epoch")
@@ -545,4 +550,8 @@ def main(argv=None):
     for name in ("epochs", "batch_size", "repeats", "peer_repeats", "log_every"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 < getattr(args, "lr", 1) < math.inf:
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    if getattr(args, "seed", 0) < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     return args.func(args)

@@ -28,6 +28,21 @@ class ModelFileError(ValueError):
     """A model file is truncated, corrupted, hostile, or of an unsupported version."""
 
 
+def _umask():
+    mask = os.umask(0)  # reading the umask means setting it: set it straight back
+    os.umask(mask)
+    return mask
+
+
+def _json_scalar(value):
+    # NumPy scalars in a header (seed=np.int64(3), a learning rate of np.float32) as the
+    # Python numbers they hold; anything else is not a setting a file can hold
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    raise TypeError(f"a model setting of type {type(value).__name__} ({value!r}) cannot be "
+                    "saved; use a number, str or None")
+
+
 def write_model(path, header, arrays):
     """Write ``header`` (JSON-able dict) and ``arrays`` to ``path`` atomically.
 
@@ -42,11 +57,19 @@ def write_model(path, header, arrays):
             raise TypeError(f"array {name!r} has dtype {np.asarray(arr).dtype}; only numeric "
                             "and unicode arrays can be saved")
     full = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
-    payload = {_HEADER: np.frombuffer(json.dumps(full).encode("utf-8"), dtype=np.uint8)}
+    payload = {_HEADER: np.frombuffer(json.dumps(full, default=_json_scalar).encode("utf-8"),
+                                      dtype=np.uint8)}
     payload.update({name: np.ascontiguousarray(arr) for name, arr in arrays.items()})
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
     try:
+        # mkstemp makes the file 0600: give it the mode open() would (the umask's), or the
+        # mode of the file it replaces, so other readers keep their access
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **payload)
             fh.flush()

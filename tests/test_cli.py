@@ -38,6 +38,9 @@ def test_bench_prints_ratios_and_writes_json(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (("bench", "--workloads", "W-huge"), "unknown workload 'W-huge'"),
     (("demo", "--epochs", "0"), "--epochs must be >= 1"),
+    (("demo", "--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
+    (("demo", "--lr", "nan"), "--lr must be a finite number > 0, got nan"),
+    (("demo", "--seed", "-1"), "--seed must be >= 0, got -1"),
 ])
 def test_bad_cli_arguments(args, message):
     result = run(*args)

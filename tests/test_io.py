@@ -187,6 +187,76 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path, saved):
         fastnn.load(tmp_path / "act.npz")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("n_features", 30_000_000, r"weights have shape \(67,\) .* needs \(240000035,\)"),
+    ("n_features", 10**13, "the architecture needs"),
+    ("layers", [[10**12, "relu"], [3, "softmax"]], "the architecture needs"),
+    ("batch_size", 10**15, r"batch_size 1000000000000000 needs a .* work buffer, over the "
+                           r"model file limit"),
+    ("t", 10**30, "optimizer steps is beyond any training run"),
+])
+def test_header_sizes_are_checked_before_anything_is_allocated(tmp_path, saved, field, value,
+                                                               message):
+    # a 3 KB file must not make the loader allocate what it does not hold (the first case
+    # allocated and zeroed 1.8 GiB before the shape check came)
+    import tracemalloc
+
+    header = _header(saved)
+    header[field] = value
+    _rewrite(saved, tmp_path / "big.npz", header=header)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError, match=message):
+            fastnn.load(tmp_path / "big.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10e6
+
+
+def test_inconsistent_records_are_refused(tmp_path, saved):
+    with np.load(saved) as z:
+        arrays = {k: z[k] for k in z.files if k != "__header__"}
+    header = _header(saved)
+    for name, array, message in (
+            ("classes", arrays["classes"][[2, 0, 1]], "not sorted and distinct"),
+            ("opt_v", -np.abs(arrays["opt_v"]) - 1, "negative values"),
+            ("opt_m", np.full_like(arrays["opt_m"], np.nan), "saved optimizer state")):
+        forged = dict(arrays, **{name: array})
+        write_model(tmp_path / "f.npz", {k: v for k, v in header.items()
+                                         if k not in ("format", "format_version")}, forged)
+        with pytest.raises(ModelFileError, match=message):
+            fastnn.load(tmp_path / "f.npz")
+
+
+def test_save_takes_numpy_scalars_text_labels_and_keeps_file_modes(tmp_path):
+    import pandas as pd
+
+    names = pd.Series(NAMES, dtype=object)  # text labels as Python objects (pandas)
+    model = Sequential([Dense(8, "relu"), Dense(3, "softmax")], seed=np.int64(3),
+                       optimizer=fastnn.optimizers.Adam(learning_rate=np.float32(0.01)))
+    model.fit(X, names, epochs=2, batch_size=16)
+    assert model.classes_.dtype == object
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "new.npz")
+        (tmp_path / "shared.npz").write_bytes(b"")
+        os.chmod(tmp_path / "shared.npz", 0o640)
+        model.save(tmp_path / "shared.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "new.npz").st_mode & 0o777 == 0o644  # as open() under umask 022
+    assert os.stat(tmp_path / "shared.npz").st_mode & 0o777 == 0o640  # the replaced file's
+    back = fastnn.load(tmp_path / "new.npz")
+    assert back.seed == 3
+    assert_array_equal(back.predict(X), model.predict(X))
+    model.classes_ = np.array(["a", 1, 2.5], dtype=object)  # labels no file can hold
+    with pytest.raises(TypeError, match=r"labels are Python objects that are not all str"):
+        model.save(tmp_path / "mixed.npz")
+    with pytest.raises(TypeError, match="a model setting of type set"):
+        write_model(tmp_path / "x.npz", {"kind": "Sequential", "bad": {1}}, {})
+
+
 def test_write_model_refuses_object_arrays(tmp_path):
     with pytest.raises(TypeError, match="only numeric and unicode arrays"):
         write_model(tmp_path / "x.npz", {"kind": "Sequential"}, {"a": np.array([{}], object)})

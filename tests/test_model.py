@@ -449,6 +449,25 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
         dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
     assert K.shuffled_orders.signatures
+    assert set(fastnn.warmup("float32")) == {"float32"}  # one dtype named as a string
+
+
+def test_unclear_inputs_get_errors_that_name_them(iris):
+    Xtr, ytr, _, _ = iris
+    with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+        Sequential([Dense(2, "softmax")], seed=-1)
+    model = iris_model()
+    with pytest.raises(TypeError, match=r"y holds labels of types \['NoneType', 'str'\], which "
+                                        r"cannot be sorted"):
+        model.fit(Xtr, np.array(["a", None] * len(Xtr), dtype=object)[:len(Xtr)], epochs=1)
+    model.fit(Xtr, ytr, epochs=1)
+    with pytest.raises(TypeError, match=r"y holds labels of types \['int', 'str'\]"):
+        model.evaluate(Xtr[:2], np.array(["a", 1], dtype=object))
+    weights = model.get_weights()
+    model.set_weights(np.array(weights, dtype=object))  # an object array of the arrays
+    assert_array_equal(model.get_weights()[0], weights[0])
+    with pytest.raises(ValueError, match=r"weights\[0\] is not a rectangular array"):
+        model.set_weights([[[1.0, 2.0], [3.0]]] + weights[1:])
 
 
 def test_n_threads_limits_blas_inside_fit_and_keeps_the_numbers(iris, monkeypatch):
