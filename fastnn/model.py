@@ -484,7 +484,9 @@ class Sequential:
         """Mean loss and (for classifiers) accuracy: ``{"loss": .., "accuracy": ..}``."""
         self._check_built("evaluate")
         X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
-        return self._evaluate_encoded(X, y, self._encode(y, X.shape[0]))
+        Y = self._encode(y, X.shape[0])
+        with blas_threads(self.n_threads):
+            return self._evaluate_encoded(X, y, Y)
 
     def loss_and_gradients(self, X, y, /):
         """Mean loss on ``(X, y)`` and its gradients ``[dW1, db1, dW2, db2, ...]``.
@@ -495,7 +497,9 @@ class Sequential:
         self._check_built("loss_and_gradients")
         X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
         Y = self._encode(y, X.shape[0])
-        loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype), self._hyper())
+        with blas_threads(self.n_threads):
+            loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype),
+                                             self._hyper())
         return loss, self._pairs(grad)
 
     # --- weights ----------------------------------------------------------------------

@@ -492,6 +492,23 @@ def test_n_threads_limits_blas_inside_fit_and_keeps_the_numbers(iris, monkeypatc
         assert_array_equal(a, b)
     with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
         iris_model(n_threads=0)
+    # evaluate and loss_and_gradients run inside the limit too
+    from fastnn._network import Network
+
+    labels = limited.predict(Xte)
+    calls = []
+    for name in ("predict", "loss_grad"):
+        real = getattr(Network, name)
+
+        def recording_call(self, *args, _real=real, **kwargs):
+            calls.append({p["num_threads"] for p in threadpool_info()
+                          if p["user_api"] == "blas"})
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Network, name, recording_call)
+    limited.evaluate(Xte, labels)
+    limited.loss_and_gradients(Xte, labels)
+    assert len(calls) == 2 and all(counts == {1} for counts in calls)
 
 
 def test_estimator_n_threads_is_a_parameter():
