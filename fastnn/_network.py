@@ -248,7 +248,12 @@ class Predictor:
         if not (type(x) is np.ndarray and x.dtype is self._dtype
                 and x.strides == self._row_strides and x.shape[1] == self._n_in
                 and x.shape[0] > 0):
-            x = check_X(x, self._dtype.type, n_features=self._n_in, finite=False)
+            x = check_X(x, self._dtype.type, n_features=self._n_in, finite=False, sparse=True)
+            if is_csr(x):  # sparse rows: the CSR kernel, off the one-row fast path
+                out = self._net.predict(x)
+                if out is None:
+                    check_finite(x.data, "X")  # raises, naming NaN or infinity
+                return out
         out = np.empty((x.shape[0], self._n_out), dtype=self._dtype)
         if not self._run(x, out):
             check_finite(x, "X")  # raises, naming NaN or infinity
@@ -260,6 +265,7 @@ class Trainer:
 
     def __init__(self, net, batch_size, opt_code, state=None, sparse=False):
         self.net = net
+        self.sparse = sparse  # the work buffer's layout: CSR input gathers no rows
         self.batch_size = batch_size
         self.opt_code = opt_code
         self.grad = aligned_empty(net.theta.shape[0], net.dtype)

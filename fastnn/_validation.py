@@ -22,8 +22,13 @@ def check_dtype(dtype):
     return DTYPES[key]
 
 
+def is_sparse_matrix(a):
+    """True for a SciPy sparse matrix or array (checked without importing SciPy)."""
+    return hasattr(a, "toarray") or type(a).__module__.startswith("scipy.sparse")
+
+
 def _as_numeric(a, name):
-    if hasattr(a, "toarray") or type(a).__module__.startswith("scipy.sparse"):
+    if is_sparse_matrix(a):
         raise TypeError(f"{name} is a sparse matrix; pass a dense array (X.toarray())")
     arr = np.asarray(a)
     kind = arr.dtype.kind
@@ -48,12 +53,16 @@ def check_finite(arr, name):
         raise ValueError(f"{name} contains {what}; remove or impute non-finite values")
 
 
-def check_X(X, dtype, name="X", n_features=None, finite=True):
+def check_X(X, dtype, name="X", n_features=None, finite=True, sparse=False):
     """Return ``X`` as a finite, C-contiguous 2-D array of ``dtype``.
 
     ``finite=False`` leaves the NaN and infinity test to the caller: for callers whose
-    engine call makes that pass anyway (``predict_forward``).
+    engine call makes that pass anyway (``predict_forward``). ``sparse=True`` lets a
+    SciPy sparse matrix through as a CSR matrix of ``dtype`` (its stored values tested),
+    for callers whose engine reads CSR rows; otherwise sparse input is refused.
     """
+    if sparse and is_sparse_matrix(X):
+        return _check_sparse_X(X, dtype, name, n_features, finite)
     arr = _as_numeric(X, name)
     if arr.ndim != 2:
         raise ValueError(
@@ -71,6 +80,27 @@ def check_X(X, dtype, name="X", n_features=None, finite=True):
     if finite:
         check_finite(out, name)
     return out
+
+
+def _check_sparse_X(X, dtype, name, n_features, finite):
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a sparse array of "
+                         f"shape {X.shape}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got sparse dtype {X.dtype}")
+    arr = X.tocsr().astype(dtype, copy=False)
+    if not all(a.flags.writeable for a in (arr.data, arr.indices, arr.indptr)):
+        arr = arr.copy()  # read-only arrays are another compiled signature (as check_X's)
+    for what, count in (("samples", arr.shape[0]), ("features", arr.shape[1])):
+        if count == 0:
+            raise ValueError(f"{name} has 0 {what}; at least 1 is required")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features}"
+        )
+    if finite:
+        check_finite(arr.data, name)
+    return arr
 
 
 def check_positive_int(value, name, minimum=1):

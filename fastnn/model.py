@@ -19,11 +19,18 @@ from fastnn._network import (
     aligned_copy,
     blas_threads,
     epochs_per_call,
+    is_csr,
     layout,
     make_hyper,
     output_loss,
 )
-from fastnn._validation import check_dtype, check_finite, check_positive_int, check_X
+from fastnn._validation import (
+    check_dtype,
+    check_finite,
+    check_positive_int,
+    check_X,
+    is_sparse_matrix,
+)
 from fastnn.backends import get_backend
 
 __all__ = ["Dense", "DivergenceWarning", "History", "Sequential"]
@@ -39,6 +46,8 @@ _CODE_NAMES = {K.SOFTMAX: "softmax", K.LOGISTIC: "sigmoid", K.IDENTITY: "linear"
 
 
 def _check_length(y, n_samples, name):
+    if is_sparse_matrix(y):
+        raise TypeError(f"{name} is a sparse matrix; pass a dense array ({name}.toarray())")
     y = np.asarray(y)
     if y.shape[:1] != (n_samples,):
         raise ValueError(f"X and {name} have different numbers of samples: {n_samples} and "
@@ -344,7 +353,8 @@ class Sequential:
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
         fitted = self._net is not None
-        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]) if fitted else None)
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]) if fitted else None,
+                    sparse=True)
         if not fitted:
             self._fit_targets(_check_length(y, X.shape[0], "y"))
         Y = self._encode(y, X.shape[0])
@@ -352,16 +362,19 @@ class Sequential:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a tuple (X_val, y_val)")
-            Xv = check_X(validation_data[0], self.dtype, name="X_val", n_features=X.shape[1])
+            Xv = check_X(validation_data[0], self.dtype, name="X_val", n_features=X.shape[1],
+                         sparse=True)
             val = (Xv, validation_data[1], self._encode(validation_data[1], Xv.shape[0], "y_val"))
         if not fitted:
             self._build(X.shape[1])
         n = X.shape[0]
         batch_size = min(batch_size, n)
         net = self._net
-        if self._trainer is None or self._trainer.batch_size != batch_size:
+        sparse = is_csr(X)
+        if (self._trainer is None or self._trainer.batch_size != batch_size
+                or self._trainer.sparse != sparse):
             state = None if self._trainer is None else (self._trainer.m, self._trainer.v)
-            self._trainer = Trainer(net, batch_size, self._opt_code(), state)
+            self._trainer = Trainer(net, batch_size, self._opt_code(), state, sparse=sparse)
         trainer = self._trainer
         hyper = self._hyper()
         sw = np.ones(n, dtype=self.dtype)
@@ -432,14 +445,15 @@ class Sequential:
         """Output-layer activations: class probabilities (or regression values)."""
         self._check_built("predict_proba")
         # the engine's forward pass tests X for NaN and infinity itself (one pass, not two)
-        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]), finite=False)
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]), finite=False,
+                    sparse=True)
         with blas_threads(self.n_threads):
             out = self._net.predict(X)
         if out is None:
-            check_finite(X, "X")  # raises, naming NaN or infinity
+            check_finite(X.data if is_csr(X) else X, "X")  # raises, naming NaN or infinity
         if not np.isfinite(out).all():
             raise ValueError("the network's output overflowed to a non-finite value; X holds "
-                             f"values up to {np.abs(X).max():.3g}: scale the inputs")
+                             f"values up to {abs(X).max():.3g}: scale the inputs")
         return out
 
     def compile_predictor(self):
@@ -483,7 +497,7 @@ class Sequential:
     def evaluate(self, X, y, /):
         """Mean loss and (for classifiers) accuracy: ``{"loss": .., "accuracy": ..}``."""
         self._check_built("evaluate")
-        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]), sparse=True)
         Y = self._encode(y, X.shape[0])
         with blas_threads(self.n_threads):
             return self._evaluate_encoded(X, y, Y)
@@ -495,7 +509,7 @@ class Sequential:
         difference of that loss converges to).
         """
         self._check_built("loss_and_gradients")
-        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]))
+        X = check_X(X, self.dtype, n_features=int(self._net.sizes[0]), sparse=True)
         Y = self._encode(y, X.shape[0])
         with blas_threads(self.n_threads):
             loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype),

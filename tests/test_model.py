@@ -607,3 +607,43 @@ def test_multilabel_and_one_unit_targets_are_shape_checked():
     column.fit(X, Y3[:, :1], epochs=2, validation_data=(X, Y3[:, :1]))
     assert_array_equal(one.get_weights()[0], column.get_weights()[0])
     assert one.evaluate(X, Y3[:, :1]) == one.evaluate(X, Y3[:, 0])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_sparse_rows_train_and_predict_as_their_dense_rows(backend):
+    import pickle
+
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = np.where(rng.random((60, 30)) < 0.8, 0.0, rng.standard_normal((60, 30)))
+    y = np.arange(60) % 3
+    Xs = sp.csr_matrix(X)
+
+    def model():
+        return Sequential([Dense(6, "tanh"), Dense(3, "softmax")], seed=0, backend=backend)
+
+    sparse, dense = model(), model()
+    hs = sparse.fit(Xs, y, epochs=3, batch_size=8, validation_data=(Xs.tocsc(), y))
+    hd = dense.fit(X, y, epochs=3, batch_size=8, validation_data=(X, y))
+    assert_allclose(hs["loss"], hd["loss"], rtol=1e-13)
+    assert_allclose(hs["val_loss"], hd["val_loss"], rtol=1e-13)
+    for a, b in zip(sparse.get_weights(), dense.get_weights()):
+        assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert_allclose(sparse.predict_proba(Xs), dense.predict_proba(X), rtol=1e-13)
+    assert sparse.evaluate(Xs, y) == pytest.approx(dense.evaluate(X, y), rel=1e-13)
+    assert sparse.loss_and_gradients(Xs, y)[0] == pytest.approx(
+        dense.loss_and_gradients(X, y)[0], rel=1e-13)
+    predictor = pickle.loads(pickle.dumps(sparse.compile_predictor()))
+    assert_allclose(predictor(Xs[:5]), dense.predict_proba(X[:5]), rtol=1e-13)
+    sparse.fit(X, y, epochs=1, batch_size=8)  # dense rows again: the trainer follows
+    dense.fit(X, y, epochs=1, batch_size=8)
+    assert_allclose(sparse.get_weights()[0], dense.get_weights()[0], rtol=1e-12, atol=1e-15)
+    bad = Xs.copy()
+    bad.data[3] = np.nan
+    for call in (lambda: sparse.predict_proba(bad), lambda: predictor(bad),
+                 lambda: sparse.fit(bad, y, epochs=1)):
+        with pytest.raises(ValueError, match="X contains NaN"):
+            call()
+    with pytest.raises(TypeError, match="y is a sparse matrix"):
+        sparse.fit(Xs, sp.csr_matrix(np.eye(3)[y]), epochs=1)
