@@ -450,6 +450,9 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
     assert K.shuffled_orders.signatures
     assert set(fastnn.warmup("float32")) == {"float32"}  # one dtype named as a string
+    fastnn.warmup("float64", sparse=True)
+    for kernel in (K.run_epochs_csr, K.loss_grad_csr, K.predict_forward_csr):
+        assert "float64" in {str(sig[0].dtype) for sig in kernel.signatures}, kernel.__name__
 
 
 def test_unclear_inputs_get_errors_that_name_them(iris):
