@@ -82,6 +82,16 @@ def check_X(X, dtype, name="X", n_features=None, finite=True, sparse=False):
     return out
 
 
+def check_csr_structure(csr, name):
+    """Raise ValueError unless ``csr``'s index arrays are consistent (every column index
+    inside the matrix, row pointers in order): the CSR kernels trust them, and SciPy
+    builds a matrix from arrays without checking their values."""
+    try:
+        csr.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid CSR matrix: {exc}") from None
+
+
 def _check_sparse_X(X, dtype, name, n_features, finite):
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a sparse array of "
@@ -91,6 +101,7 @@ def _check_sparse_X(X, dtype, name, n_features, finite):
     arr = X.tocsr().astype(dtype, copy=False)
     if not all(a.flags.writeable for a in (arr.data, arr.indices, arr.indptr)):
         arr = arr.copy()  # read-only arrays are another compiled signature (as check_X's)
+    check_csr_structure(arr, name)
     for what, count in (("samples", arr.shape[0]), ("features", arr.shape[1])):
         if count == 0:
             raise ValueError(f"{name} has 0 {what}; at least 1 is required")

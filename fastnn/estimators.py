@@ -89,7 +89,7 @@ from fastnn._network import (
     layout,
     make_hyper,
 )
-from fastnn._validation import check_dtype
+from fastnn._validation import check_csr_structure, check_dtype
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 from fastnn.backends import numpy as numpy_engine
@@ -505,6 +505,7 @@ class _BaseMLP(BaseEstimator):
         # (CSC converted), whose stored values the kernels read in place: never densified.
         if sp.issparse(X):
             X = X.tocsr().astype(dtype, copy=False)
+            check_csr_structure(X, "X")
             arrays = (X.data, X.indices, X.indptr)
             if all(a.flags.writeable for a in arrays):
                 return X

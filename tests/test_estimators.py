@@ -438,6 +438,24 @@ def test_sparse_fit_matches_sklearn_sparse_fit(backend, kw):
     assert_allclose(fast.predict_proba(Xs.tocsc()), sk.predict_proba(Xs), rtol=RTOL)
 
 
+def test_malformed_csr_is_refused_before_the_kernels():
+    # SciPy builds a CSR matrix from arrays without checking their values; the CSR kernels
+    # would read rows of w past the end for a column index out of range
+    import fastnn
+
+    X, y, _ = _task("multiclass-iris")
+    fast = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        fast.fit(sp.csr_matrix(X), y)
+    bad = sp.csr_matrix((np.ones(3), np.array([0, 2, 99]), np.array([0, 2, 3])), shape=(2, 4))
+    message = r"X is not a valid CSR matrix: .*indices must be < 4"
+    model = fastnn.Sequential([fastnn.Dense(2, "softmax")], seed=0)
+    for call in (lambda: fast.predict(bad), lambda: fast.fit(bad, [0, 1]),
+                 lambda: model.fit(bad, [0, 1], epochs=1)):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])
 def test_sparse_input_is_never_densified(solver):
     # 300 x 200000 with 60 stored values a row: 480 MB as a dense float64 array, 0.3 MB as
