@@ -82,14 +82,18 @@ def check_X(X, dtype, name="X", n_features=None, finite=True, sparse=False):
     return out
 
 
-def check_csr_structure(csr, name):
-    """Raise ValueError unless ``csr``'s index arrays are consistent (every column index
-    inside the matrix, row pointers in order): the CSR kernels trust them, and SciPy
-    builds a matrix from arrays without checking their values."""
+def check_sparse_structure(X, name):
+    """Raise ValueError unless a CSR/CSC (or BSR) matrix's index arrays are consistent
+    (every index inside the matrix, pointers in order). SciPy builds such a matrix from
+    arrays without checking their values; the CSR kernels trust them, and SciPy's own
+    ``tocsr`` of a broken CSC matrix crashed the process: so this runs first, on the
+    matrix as given. (COO checks its indices when built; LIL and DOK cannot break so.)"""
+    if not hasattr(X, "check_format"):
+        return
     try:
-        csr.check_format(full_check=True)
+        X.check_format(full_check=True)
     except ValueError as exc:
-        raise ValueError(f"{name} is not a valid CSR matrix: {exc}") from None
+        raise ValueError(f"{name} is not a valid {X.format.upper()} matrix: {exc}") from None
 
 
 def _check_sparse_X(X, dtype, name, n_features, finite):
@@ -98,10 +102,10 @@ def _check_sparse_X(X, dtype, name, n_features, finite):
                          f"shape {X.shape}")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got sparse dtype {X.dtype}")
+    check_sparse_structure(X, name)
     arr = X.tocsr().astype(dtype, copy=False)
     if not all(a.flags.writeable for a in (arr.data, arr.indices, arr.indptr)):
         arr = arr.copy()  # read-only arrays are another compiled signature (as check_X's)
-    check_csr_structure(arr, name)
     for what, count in (("samples", arr.shape[0]), ("features", arr.shape[1])):
         if count == 0:
             raise ValueError(f"{name} has 0 {what}; at least 1 is required")

@@ -89,7 +89,7 @@ from fastnn._network import (
     layout,
     make_hyper,
 )
-from fastnn._validation import check_csr_structure, check_dtype
+from fastnn._validation import check_dtype, check_sparse_structure
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 from fastnn.backends import numpy as numpy_engine
@@ -504,8 +504,8 @@ class _BaseMLP(BaseEstimator):
         # What the engine reads: C-contiguous rows of dtype, or a CSR matrix of dtype
         # (CSC converted), whose stored values the kernels read in place: never densified.
         if sp.issparse(X):
+            check_sparse_structure(X, "X")
             X = X.tocsr().astype(dtype, copy=False)
-            check_csr_structure(X, "X")
             arrays = (X.data, X.indices, X.indptr)
             if all(a.flags.writeable for a in arrays):
                 return X
@@ -839,7 +839,7 @@ class _BaseMLP(BaseEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training data. Sparse CSR/CSC input is converted to a dense array.
+            Training data. Sparse input is read as CSR rows, never densified.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classification) or target values (regression).
         sample_weight : array-like of shape (n_samples,), default=None

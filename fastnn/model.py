@@ -576,6 +576,8 @@ class Sequential:
             "rng_state": self._rng.bit_generator.state,
             "n_features": int(self._net.sizes[0]), "t": self._t,
             "batch_size": None if self._trainer is None else self._trainer.batch_size,
+            # the trainer's workspace kind: a sparse-trained wide model needs no dense rows
+            "sparse_input": self._trainer is not None and self._trainer.sparse,
         }
         arrays = {"theta": self._net.theta}
         if self.classes_ is not None:
@@ -632,12 +634,15 @@ class Sequential:
             if name == "Adam" and (state[1] < 0).any():
                 raise ModelFileError("saved Adam second moments hold negative values")
             batch_size = check_positive_int(header["batch_size"], "batch_size")
-            work = model._net.engine.workspace_size(model._net.sizes, batch_size)
+            sparse = header.get("sparse_input", False)  # absent in files written before it
+            if not isinstance(sparse, bool):
+                raise ModelFileError(f"sparse_input must be true or false, got {sparse!r}")
+            work = model._net.engine.workspace_size(model._net.sizes, batch_size, sparse=sparse)
             if work * np.dtype(model.dtype).itemsize > MAX_BYTES:
                 raise ModelFileError(f"batch_size {batch_size} needs a {work}-element work "
                                      "buffer, over the model file limit")
             model._trainer = Trainer(model._net, batch_size, model._opt_code(),
-                                     tuple(aligned_copy(a) for a in state))
+                                     tuple(aligned_copy(a) for a in state), sparse=sparse)
         return model
 
     def __repr__(self):

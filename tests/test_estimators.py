@@ -448,12 +448,16 @@ def test_malformed_csr_is_refused_before_the_kernels():
     with pytest.warns(ConvergenceWarning):
         fast.fit(sp.csr_matrix(X), y)
     bad = sp.csr_matrix((np.ones(3), np.array([0, 2, 99]), np.array([0, 2, 3])), shape=(2, 4))
-    message = r"X is not a valid CSR matrix: .*indices must be < 4"
+    # the same defect in CSC form: SciPy's own tocsr() of it crashed the process (-11)
+    bad_csc = sp.csc_matrix((np.ones(3), np.array([0, 1, 10**6]), np.array([0, 2, 3, 3, 3])),
+                            shape=(2, 4))
     model = fastnn.Sequential([fastnn.Dense(2, "softmax")], seed=0)
-    for call in (lambda: fast.predict(bad), lambda: fast.fit(bad, [0, 1]),
-                 lambda: model.fit(bad, [0, 1], epochs=1)):
-        with pytest.raises(ValueError, match=message):
-            call()
+    for rows, message in ((bad, r"X is not a valid CSR matrix: .*indices must be < 4"),
+                          (bad_csc, r"X is not a valid CSC matrix: .*indices must be < 2")):
+        for call in (lambda: fast.predict(rows), lambda: fast.fit(rows, [0, 1]),
+                     lambda: model.fit(rows, [0, 1], epochs=1)):
+            with pytest.raises(ValueError, match=message):
+                call()
 
 
 @pytest.mark.parametrize("solver", ["adam", "lbfgs"])

@@ -257,6 +257,26 @@ def test_save_takes_numpy_scalars_text_labels_and_keeps_file_modes(tmp_path):
         write_model(tmp_path / "x.npz", {"kind": "Sequential", "bad": {1}}, {})
 
 
+def test_sparse_trained_wide_model_round_trips(tmp_path):
+    # 2**18 features trained on CSR rows: the dense workspace of batch 2100 would pass the
+    # file limit (554M elements); the file records the sparse one (~0.8M) it was trained with
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    n, d = 2100, 2**18
+    X = sp.csr_matrix((rng.random(n * 5), rng.integers(0, d, n * 5),
+                       np.arange(0, n * 5 + 1, 5)), shape=(n, d))
+    y = np.arange(n) % 2
+    model = Sequential([Dense(2, "softmax")], seed=0)
+    model.fit(X, y, epochs=1, batch_size=n)
+    model.save(tmp_path / "wide.npz")
+    back = fastnn.load(tmp_path / "wide.npz")
+    assert back._trainer.sparse and back._trainer.work.size == model._trainer.work.size
+    back.fit(X, y, epochs=1, batch_size=n)
+    model.fit(X, y, epochs=1, batch_size=n)
+    assert_array_equal(back.get_weights()[0], model.get_weights()[0])
+
+
 def test_write_model_refuses_object_arrays(tmp_path):
     with pytest.raises(TypeError, match="only numeric and unicode arrays"):
         write_model(tmp_path / "x.npz", {"kind": "Sequential"}, {"a": np.array([{}], object)})
