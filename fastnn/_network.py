@@ -289,7 +289,10 @@ class Trainer:
         and was undone (its total is still in ``totals``).
         """
         net = self.net
-        if is_csr(x):  # the Trainer was made with sparse=True
+        if is_csr(x) != self.sparse:  # the work buffer's layout is that of one input kind
+            raise ValueError(f"this Trainer's workspace is for {'CSR' if self.sparse else 'dense'}"
+                             " rows; make a Trainer with sparse=is_csr(x)")
+        if self.sparse:
             return int(net.engine.run_epochs_csr(
                 *csr_arrays(x), y, sw, orders, self.batch_size, net.theta, self.grad, self.m,
                 self.v, net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,

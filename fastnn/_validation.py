@@ -96,16 +96,24 @@ def check_sparse_structure(X, name):
         raise ValueError(f"{name} is not a valid {X.format.upper()} matrix: {exc}") from None
 
 
+def as_engine_csr(X, dtype, name):
+    """A SciPy sparse matrix as the CSR kernels read it: its structure checked (on the
+    matrix as given), CSR, of ``dtype``, with writeable arrays (read-only ones, as a
+    joblib memmap gives, are another compiled signature); copies only where needed."""
+    check_sparse_structure(X, name)
+    arr = X.tocsr().astype(dtype, copy=False)
+    if not all(a.flags.writeable for a in (arr.data, arr.indices, arr.indptr)):
+        arr = arr.copy()
+    return arr
+
+
 def _check_sparse_X(X, dtype, name, n_features, finite):
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got a sparse array of "
                          f"shape {X.shape}")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got sparse dtype {X.dtype}")
-    check_sparse_structure(X, name)
-    arr = X.tocsr().astype(dtype, copy=False)
-    if not all(a.flags.writeable for a in (arr.data, arr.indices, arr.indptr)):
-        arr = arr.copy()  # read-only arrays are another compiled signature (as check_X's)
+    arr = as_engine_csr(X, dtype, name)
     for what, count in (("samples", arr.shape[0]), ("features", arr.shape[1])):
         if count == 0:
             raise ValueError(f"{name} has 0 {what}; at least 1 is required")

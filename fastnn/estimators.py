@@ -89,7 +89,7 @@ from fastnn._network import (
     layout,
     make_hyper,
 )
-from fastnn._validation import check_dtype, check_sparse_structure
+from fastnn._validation import as_engine_csr, check_dtype
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 from fastnn.backends import numpy as numpy_engine
@@ -504,12 +504,7 @@ class _BaseMLP(BaseEstimator):
         # What the engine reads: C-contiguous rows of dtype, or a CSR matrix of dtype
         # (CSC converted), whose stored values the kernels read in place: never densified.
         if sp.issparse(X):
-            check_sparse_structure(X, "X")
-            X = X.tocsr().astype(dtype, copy=False)
-            arrays = (X.data, X.indices, X.indptr)
-            if all(a.flags.writeable for a in arrays):
-                return X
-            return type(X)((X.data.copy(), X.indices.copy(), X.indptr.copy()), shape=X.shape)
+            return as_engine_csr(X, dtype, "X")
         X = np.ascontiguousarray(X, dtype=dtype)
         # A read-only array (a joblib memmap in a parallel search) is a distinct numba
         # type: a copy costs O(n * d) once per call, a new specialization ~5 s of compile.
@@ -610,7 +605,8 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         n_batches = -(-n_samples // batch_size)
 
-        X_train = self._engine_rows(X_train, dtype)
+        if not sp.issparse(X_train):  # _fit_body made sparse X the engine's CSR already
+            X_train = np.ascontiguousarray(X_train, dtype=dtype)
         Y_train = np.ascontiguousarray(Y_train, dtype=dtype)
         sw_train = (np.ones(n_samples, dtype=dtype) if sw_train is None
                     else np.ascontiguousarray(sw_train, dtype=dtype))

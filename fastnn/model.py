@@ -235,7 +235,7 @@ class Sequential:
         """Targets as a float matrix of shape (n_samples, units) in the model dtype."""
         out = self._encode_targets(y, n_samples, name)
         # The kernels index targets as (n_samples, units) rows: anything else would be
-        # read past its end. Every branch above builds that shape; this says so.
+        # read past its end. Every branch of _encode_targets builds that shape; this says so.
         if out.shape != (n_samples, self.layers[-1].units):
             raise ValueError(f"{name} encodes to shape {out.shape}, expected "
                              f"({n_samples}, {self.layers[-1].units})")

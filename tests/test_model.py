@@ -650,3 +650,10 @@ def test_sparse_rows_train_and_predict_as_their_dense_rows(backend):
             call()
     with pytest.raises(TypeError, match="y is a sparse matrix"):
         sparse.fit(Xs, sp.csr_matrix(np.eye(3)[y]), epochs=1)
+    # a Trainer's work buffer fits one input kind: the other is refused, never run in it
+    from fastnn._network import Trainer
+
+    trainer = Trainer(sparse._net, 8, fastnn.kernels.OPT_ADAM, sparse=True)
+    with pytest.raises(ValueError, match="this Trainer's workspace is for CSR rows"):
+        trainer.epochs(X, np.eye(3)[y], np.ones(60), np.arange(60)[None], sparse._hyper(), 0,
+                       np.empty(1))
