@@ -925,23 +925,33 @@ if not numba.config.DISABLE_JIT:
 
 
 
-# Adam's step on AVX-512 without the divider. Exact, each parameter costs a square root
-# and a divide, which share one unit that takes ~8-12 cycles per 4 doubles: the step was
-# ~40% of a W-small epoch's profile. AVX-512 has 14-bit estimates of 1/sqrt(x) and 1/x
-# that run on the multiply-add ports; Newton steps (two for float64, one for float32)
-# take them to the type's precision, within a few roundings, like the reciprocal that
-# fastmath's arcp flag already put in place of the divide. The step alone, for W-small's
-# 17k float64 parameters: 0.67-0.91x the time (alternating in one process, 10 or 11 of
-# 11 pairs in each of five runs). float32 gains nothing (1.03x: its square root and
-# divide were cheap already) but takes the same path, so that one CPU has one Adam.
+# Adam's step on AVX-512, float64: every other vector without the divider. Exact, each
+# parameter costs a square root and a divide, which share one unit that takes ~8-12
+# cycles per 4 doubles: the step was ~40% of a W-small epoch's profile. AVX-512 has
+# 14-bit estimates of 1/sqrt(x) and 1/x that run on the multiply-add ports; two Newton
+# steps take them to float64's precision, within a few roundings, like the reciprocal
+# that fastmath's arcp flag already put in place of the divide. The step alone, for
+# W-small's 17k float64 parameters, all vectors on the estimates: 0.67-0.91x the time of
+# the divider on a Xeon (alternating in one process, 10 or 11 of 11 pairs in each of five
+# runs), about even with it on a Zen 4 EPYC. The two use different units, so the weights
+# go in pairs of vectors, one on the estimates and one on the divider, which the CPU
+# runs side by side: on the Zen 4, 13.3-14.2 us against 16.3-17.8 with the estimates
+# alone (fresh processes in turn, 3 of 3 rounds; the divider alone 15.2-16.7); a W-small
+# epoch 0.96x (minima 3.23-3.32 ms against 3.38-3.44, 5 of 5 rounds). Pairs of two
+# estimated vectors and one divided were between (~14 us). float32's square root and
+# divide are cheap (its estimates took 1.03x the time on the Xeon, 1.31x on the Zen 4),
+# so float32 takes the divider throughout: W-large's 536k parameters 152-163 us against
+# 213-220 (3 of 3).
 # Special second moments (below) once had selects in every vector to fix their lanes up;
-# now a vector holding one takes the exact path instead, and the rest skip them: the
+# now a vector holding one takes the divider instead, and the rest skip them: the
 # float64 step 0.78-0.83x again (11 of 11 pairs, with and without a third of the
-# gradients 0), a W-small epoch 0.91x (12/16), W-tiny 0.97x (16/20), float32 and
-# W-large unchanged (0.98-1.07x, 1.00x); accuracy as before (updates within 9e-17 of
-# exact arithmetic, median; p99 3.8e-16).
-_ESTIMATE_LANES = {"float64": 8, "float32": 16}
-_ESTIMATE_STEPS = {"float64": 2, "float32": 1}
+# gradients 0), a W-small epoch 0.91x (12/16), W-tiny 0.97x (16/20); accuracy as before
+# (updates within 9e-17 of exact arithmetic, median; p99 3.8e-16).
+_AVX512_LANES = {"float64": 8, "float32": 16}
+# Per dtype, how the vectors of a group of weights take their step: True on the
+# estimates, False on the divider. The biases and a partial last vector take the first.
+_AVX512_GROUP = {"float64": (True, False), "float32": (False,)}
+_NEWTON_STEPS = 2  # float64's: 14 -> 28 -> 53 bits
 
 
 def _has_avx512(context):
@@ -950,17 +960,18 @@ def _has_avx512(context):
     return "+avx512f" in features.split(",")
 
 
-def _adam_estimates_codegen(context, builder, sig, args):
+def _adam_avx512_codegen(context, builder, sig, args):
     dtype = str(sig.args[0].dtype)
-    lanes, steps = _ESTIMATE_LANES[dtype], _ESTIMATE_STEPS[dtype]
+    lanes, group = _AVX512_LANES[dtype], _AVX512_GROUP[dtype]
     ops = _Vectors(context, builder, sig.args[0].dtype, lanes)
     real, vec, intp, const, fma = ops.real, ops.vec, ops.intp, ops.const, ops.fma
-    suffix = "pd" if dtype == "float64" else "ps"
-    estimate_ty = llvmlite.ir.FunctionType(vec, [vec, vec, llvmlite.ir.IntType(lanes)])
-    rsqrt = cgutils.get_or_insert_function(builder.module, estimate_ty,
-                                           f"llvm.x86.avx512.rsqrt14.{suffix}.512")
-    rcp = cgutils.get_or_insert_function(builder.module, estimate_ty,
-                                         f"llvm.x86.avx512.rcp14.{suffix}.512")
+    if any(group):
+        suffix = "pd" if dtype == "float64" else "ps"
+        estimate_ty = llvmlite.ir.FunctionType(vec, [vec, vec, llvmlite.ir.IntType(lanes)])
+        rsqrt = cgutils.get_or_insert_function(builder.module, estimate_ty,
+                                               f"llvm.x86.avx512.rsqrt14.{suffix}.512")
+        rcp = cgutils.get_or_insert_function(builder.module, estimate_ty,
+                                             f"llvm.x86.avx512.rcp14.{suffix}.512")
     b1, c1, b2, c2, neg_step, eps, alpha, inv = (
         ops.splat(context.cast(builder, val, ty, sig.args[0].dtype))
         for val, ty in zip(args[5:13], sig.args[5:13]))
@@ -991,9 +1002,10 @@ def _adam_estimates_codegen(context, builder, sig, args):
     infinity = const(float("inf"))
     mask_bits = llvmlite.ir.IntType(lanes)
 
-    def update(p, active, all_weights):
+    def update(p, active, all_weights, estimate):
         # lanes p .. p + lanes - 1; active: the mask of those below n (a partial last
-        # vector), or None for a whole one; all_weights: every lane below n_weights
+        # vector), or None for a whole one; all_weights: every lane below n_weights;
+        # estimate: on the estimates (where v' allows), else on the divider
         ptrs = [ops.at(arr, p) for arr in (theta, grad, m, v)]
 
         def store(value, x):
@@ -1011,66 +1023,78 @@ def _adam_estimates_codegen(context, builder, sig, args):
         v_new = fma(b2, v_old, builder.fmul(c2, builder.fmul(g, g)))
         store(m_new, ptrs[2])
         store(v_new, ptrs[3])
+
+        def divided():
+            den = builder.fadd(builder.call(ops.sqrt, [v_new]), eps)
+            store(builder.fadd(t_old, builder.fdiv(builder.fmul(neg_step, m_new), den)),
+                  ptrs[0])
+
+        if not estimate:
+            divided()
+            return
         careful = builder.or_(builder.fcmp_unordered("uge", v_new, infinity),
                               builder.fcmp_ordered("<", v_new, careful_below))
         any_careful = builder.icmp_unsigned("!=", builder.bitcast(careful, mask_bits),
                                             mask_bits(0))
         with builder.if_else(any_careful, likely=False) as (exact, estimated):
             with exact:
-                den = builder.fadd(builder.call(ops.sqrt, [v_new]), eps)
-                store(builder.fadd(t_old, builder.fdiv(builder.fmul(neg_step, m_new), den)),
-                      ptrs[0])
+                divided()
             with estimated:
                 # y -> 1/sqrt(v): y *= 1.5 - 0.5 v y^2
                 v_safe = builder.select(builder.fcmp_ordered("<", v_new, v_floor),
                                         v_floor, v_new)
                 y = builder.call(rsqrt, [v_safe, zero, all_lanes])
                 half_v = builder.fmul(const(-0.5), v_safe)
-                for _ in range(steps):
+                for _ in range(_NEWTON_STEPS):
                     y = builder.fmul(y, fma(half_v, builder.fmul(y, y), const(1.5)))
                 den = builder.fadd(builder.fmul(v_new, y), eps)
                 # r -> 1/den: r += r (1 - den r)
                 r = builder.call(rcp, [den, zero, all_lanes])
                 neg_den = builder.fsub(zero, den)
-                for _ in range(steps):
+                for _ in range(_NEWTON_STEPS):
                     r = fma(r, fma(neg_den, r, one), r)
                 store(fma(builder.fmul(neg_step, m_new), r, t_old), ptrs[0])
 
-    def whole_vectors(count):
-        return builder.mul(builder.sdiv(count, intp(lanes)), intp(lanes))
+    def whole(count, size):
+        return builder.mul(builder.sdiv(count, intp(size)), intp(size))
 
-    weights_end = whole_vectors(builder.select(builder.icmp_signed("<", n_weights, n),
-                                               n_weights, n))
-    end = whole_vectors(n)
-    with cgutils.for_range_slice(builder, intp(0), weights_end, intp(lanes)) as (p, _):
-        update(p, None, True)
+    weights_end = whole(builder.select(builder.icmp_signed("<", n_weights, n), n_weights, n),
+                        lanes)
+    grouped = whole(weights_end, lanes * len(group))
+    end = whole(n, lanes)
+    with cgutils.for_range_slice(builder, intp(0), grouped, intp(lanes * len(group))) as (p, _):
+        for at, estimate in enumerate(group):
+            update(builder.add(p, intp(at * lanes)), None, True, estimate)
+    if len(group) > 1:
+        with cgutils.for_range_slice(builder, grouped, weights_end, intp(lanes)) as (p, _):
+            update(p, None, True, group[0])
     with cgutils.for_range_slice(builder, weights_end, end, intp(lanes)) as (p, _):
-        update(p, None, False)
+        update(p, None, False, group[0])
     with builder.if_then(builder.icmp_signed("<", end, n)):
-        update(end, ops.below(end, n), False)
+        update(end, ops.below(end, n), False, group[0])
     return context.get_dummy_value()
 
 
 @intrinsic
-def _adam_estimates(typingctx, theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps,
-                    alpha, inv):
+def _adam_avx512(typingctx, theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps,
+                 alpha, inv):
     arrays = (theta, grad, m, v)
     if (all(isinstance(t, numba.types.Array) and t.layout == "C" and t.ndim == 1
             and t.dtype == theta.dtype for t in arrays)
-            and str(theta.dtype) in _ESTIMATE_LANES
+            and str(theta.dtype) in _AVX512_LANES
             and isinstance(n_weights, numba.types.Integer)
             and all(isinstance(t, numba.types.Float)
                     for t in (b1, c1, b2, c2, neg_step, eps, alpha, inv))):
         return numba.types.none(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps,
-                                alpha, inv), _adam_estimates_codegen
+                                alpha, inv), _adam_avx512_codegen
     return None
 
 
-def adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, alpha, inv):
-    """One Adam step over all of ``theta``, in place, on AVX-512's estimates (see above):
+def adam_avx512(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, alpha, inv):
+    """One Adam step over all of ``theta``, in place, in AVX-512 vectors (see above):
     ``g = (grad + alpha * theta) * inv`` for the first ``n_weights`` parameters and
     ``grad * inv`` for the rest, then Adam's moments and step with the bias-corrected
-    ``neg_step``. Used where :data:`ADAM_ESTIMATES`; this JIT-off twin is exact."""
+    ``neg_step``. Used where :data:`ADAM_AVX512`; this JIT-off twin is exact."""
     g = grad.copy()
     g[:n_weights] += alpha * theta[:n_weights]
     g *= inv
@@ -1079,12 +1103,12 @@ def adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, 
     theta += neg_step * m / (np.sqrt(v) + eps)
 
 
-# Whether kernels take Adam's step through adam_estimates: the CPU numba compiles for has
+# Whether kernels take Adam's step through adam_avx512: the CPU numba compiles for has
 # AVX-512F. A compile-time constant for the kernels; numba's cache keys entries on the CPU
 # and its features, so an entry never reaches a CPU it was not compiled for.
-ADAM_ESTIMATES = True
+ADAM_AVX512 = True
 if not numba.config.DISABLE_JIT:
     from numba.core.registry import cpu_target
 
-    adam_estimates = _adam_estimates  # noqa: F811
-    ADAM_ESTIMATES = _has_avx512(cpu_target.target_context)
+    adam_avx512 = _adam_avx512  # noqa: F811
+    ADAM_AVX512 = _has_avx512(cpu_target.target_context)

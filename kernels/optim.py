@@ -9,7 +9,7 @@ from ._codes import (
     SMALLEST_NORMAL_F32,
     SMALLEST_NORMAL_F64,
 )
-from ._jit import ADAM_ESTIMATES, adam_estimates, inline, inline_ir, kernel, opaque_float
+from ._jit import ADAM_AVX512, adam_avx512, inline, inline_ir, kernel, opaque_float
 
 
 @inline_ir
@@ -59,8 +59,8 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, d
     eps = theta.dtype.type(epsilon)
     a = theta.dtype.type(alpha)
     d = theta.dtype.type(denom)
-    if ADAM_ESTIMATES:  # a compile-time constant: AVX-512 (kernels/_jit.py)
-        adam_estimates(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, a,
+    if ADAM_AVX512:  # a compile-time constant: AVX-512 (kernels/_jit.py)
+        adam_avx512(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, a,
                        theta.dtype.type(1) / d)
     else:
         for p in range(theta.shape[0]):

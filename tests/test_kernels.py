@@ -8,6 +8,8 @@ logits, a worked 2-2-2 training step, kernels called from another ``@numba.njit`
 function, and (``slow``) hypothesis invariants of softmax.
 """
 
+import re
+
 import numba
 import numpy as np
 import pytest
@@ -413,7 +415,7 @@ def test_adam_step_by_hand(dtype):
 
 def _compiles_for_avx512():
     # llvmlite's own reading of the host (or the features NUMBA_CPU_FEATURES names), not
-    # the check the kernels use (_jit.ADAM_ESTIMATES, which a test below holds to this)
+    # the check the kernels use (_jit.ADAM_AVX512, which a test below holds to this)
     import llvmlite.binding
 
     features = numba.config.CPU_FEATURES
@@ -421,18 +423,18 @@ def _compiles_for_avx512():
             else bool(llvmlite.binding.get_host_cpu_features().get("avx512f")))
 
 
-def _adam_step(estimates, monkeypatch):
-    # The engine's Adam step (optim._adam) with AVX-512's estimates or with the exact
-    # loop that CPUs without AVX-512 compile, whatever this CPU is; compiled afresh with
-    # the kernels' own options (fastmath included: the loop's hazards come from it), so
-    # that the patched compile-time constant is the one it reads. Called as
+def _adam_step(avx512, monkeypatch):
+    # The engine's Adam step (optim._adam) in AVX-512 vectors or as the exact loop that
+    # CPUs without AVX-512 compile, whatever this CPU is; compiled afresh with the
+    # kernels' own options (fastmath included: the loop's hazards come from it), so that
+    # the patched compile-time constant is the one it reads. Called as
     # step(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, denom).
     from fastnn.kernels import _jit, optim
 
-    if estimates and not _compiles_for_avx512():
+    if avx512 and not _compiles_for_avx512():
         pytest.skip("this CPU has no AVX-512: its intrinsics cannot compile here, and the "
                     "kernels take the exact loop (that case runs)")
-    monkeypatch.setattr(optim, "ADAM_ESTIMATES", estimates)
+    monkeypatch.setattr(optim, "ADAM_AVX512", avx512)
     return numba.njit(**_jit._OPTS)(getattr(optim._adam, "py_func", optim._adam))
 
 
@@ -440,7 +442,7 @@ def _adam_step(estimates, monkeypatch):
 @pytest.mark.parametrize("n_params", [37, 64])
 @pytest.mark.parametrize("epsilon", ["default", "tiny"])
 @pytest.mark.parametrize("edge", ["small", "overflow"])
-@pytest.mark.parametrize("path", ["kernel", "exact-loop"])
+@pytest.mark.parametrize("path", ["kernel", "kernel-weights", "exact-loop"])
 def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge, path,
                                              monkeypatch):
     # Second moments the AVX-512 estimates (kernels/_jit.py) cannot take as they are, in
@@ -450,8 +452,11 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
     # exact square root with an epsilon below that floor. "overflow": v' = inf (step 0,
     # theta unchanged, as in exact arithmetic) and NaN, whose vectors always take the
     # exact path; the other lanes there must not turn NaN. Each kind has vectors of its
-    # own, so that the vector's path is the kind's. "kernel": the step this CPU compiles;
-    # "exact-loop": the loop of CPUs without AVX-512, on any CPU.
+    # own, so that the vector's path is the kind's. "kernel": the step this CPU compiles
+    # (adam_update: all parameters biases); "kernel-weights": the same step with all of
+    # them weights, which AVX-512 takes in groups of vectors on the estimates and on the
+    # divider (float64: the kinds land in both); "exact-loop": the loop of CPUs without
+    # AVX-512, on any CPU.
     eps = {"default": 1e-8, "tiny": {np.float64: 1e-300, np.float32: 1e-30}[dtype]}[epsilon]
     theta, m = _normal(rng, n_params, dtype), _normal(rng, n_params, dtype, 0.01)
     grad = _normal(rng, n_params, dtype)
@@ -471,6 +476,9 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
         npb.adam_update(want[0], grad, want[1], want[2], 1e-3, 0.9, 0.999, eps, 2)
         if path == "kernel":
             K.adam_update(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2)
+        elif path == "kernel-weights":
+            _adam_step(_compiles_for_avx512(), monkeypatch)(
+                theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2, n_params, 0.0, 1.0)
         else:
             _adam_step(False, monkeypatch)(theta, grad, m, v, 1e-3, 0.9, 0.999, eps, 2, 0,
                                            0.0, 1.0)
@@ -483,12 +491,14 @@ def test_adam_update_edge_values_match_numpy(rng, dtype, n_params, epsilon, edge
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("estimates", [True, False], ids=["avx512-estimates", "exact-loop"])
-def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkeypatch):
-    # Both ways of the engine's Adam step: AVX-512's estimates (kernels/_jit.py) and the
-    # exact loop that CPUs without AVX-512 compile (with the JIT off: the NumPy twin and
-    # the loop the coverage job counts). The first n_weights parameters take the L2 term.
-    step = _adam_step(estimates, monkeypatch)
+@pytest.mark.parametrize("avx512", [True, False], ids=["avx512", "exact-loop"])
+def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, avx512, monkeypatch):
+    # Both ways of the engine's Adam step: AVX-512 vectors (kernels/_jit.py; float64's
+    # 29 weights: a pair of vectors, one on the estimates and one on the divider, then one
+    # on the estimates) and the exact loop that CPUs without AVX-512 compile (with the JIT
+    # off: the NumPy twin and the loop the coverage job counts). The first n_weights
+    # parameters take the L2 term.
+    step = _adam_step(avx512, monkeypatch)
     n, n_weights, alpha, denom = 45, 29, 1e-3, 24.0
     theta, grad, m = (_normal(rng, n, dtype) for _ in range(3))
     v = rng.uniform(0.0, 1.0, n).astype(dtype)
@@ -502,7 +512,11 @@ def test_adam_step_with_weight_decay_matches_numpy(rng, dtype, estimates, monkey
         assert_allclose(got, ref, **TOL[dtype])
     if not numba.config.DISABLE_JIT:  # and it is the code asked for
         asm = step.inspect_asm(step.signatures[0])
-        assert ("vrsqrt14" in asm) == estimates
+        # float64 on AVX-512: the estimates and the divider; float32: the divider only
+        suffix = "pd" if dtype == np.float64 else "ps"
+        assert ("vrsqrt14" in asm) == (avx512 and dtype == np.float64)
+        if avx512:
+            assert re.search(rf"vsqrt{suffix}\s+%zmm", asm)
 
 def test_moment_floors_follow_the_types():
     from fastnn.kernels import _codes
@@ -1273,16 +1287,17 @@ def test_function_passes_match_numbas_own():
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
                     reason="NUMBA_DISABLE_JIT=1 (the coverage job): no machine code to inspect; "
                            "the main run checks")
-def test_adam_takes_the_avx512_estimates_where_the_cpu_has_them():
+def test_adam_takes_the_avx512_step_where_the_cpu_has_them():
     # The engine's Adam step (optim._adam) compiles the exact loop without AVX-512; with
-    # it, the step must take the estimates (_jit.adam_estimates), not fall back silently.
-    # The expectation comes from llvmlite's own reading of the host (or the features
-    # NUMBA_CPU_FEATURES names), not from the check the kernels use.
-    from fastnn.kernels._jit import ADAM_ESTIMATES
+    # it, the step must take AVX-512 vectors (_jit.adam_avx512: float64's on the
+    # estimates and the divider in turn), not fall back silently. The expectation comes
+    # from llvmlite's own reading of the host (or the features NUMBA_CPU_FEATURES names),
+    # not from the check the kernels use.
+    from fastnn.kernels._jit import ADAM_AVX512
     from fastnn.kernels.optim import _adam
 
     has = _compiles_for_avx512()
-    assert ADAM_ESTIMATES == has
+    assert ADAM_AVX512 == has
 
     @numba.njit
     def step(theta, grad, m, v):
