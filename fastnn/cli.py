@@ -245,6 +245,12 @@ def _bench_train(name, args):
     spec = WORKLOADS[name]
     X, y, X_test, y_test = load(name)
     fast, slow = make_model(name, "numba"), make_model(name, "numpy")
+    peak_before = None
+    if name == "W-large":  # the gemm peak before the engines run, and again after them
+        from fastnn._workloads import gemm_peak
+
+        _settle()
+        peak_before = gemm_peak(spec.dtype)
     compile_start = time.perf_counter()
     fast.fit(X, y, epochs=1, batch_size=spec.batch_size)  # compile/load kernels first
     first = time.perf_counter() - compile_start
@@ -265,22 +271,30 @@ def _bench_train(name, args):
                        "epochs": {"numba": 1 + args.repeats * spec.epochs,
                                   "numpy": args.repeats * spec.epochs}}
     if name == "W-large":
-        row["machine_limit"] = _machine_limit(name, spec.dtype, row)
+        row["machine_limit"] = _machine_limit(name, spec.dtype, row, peak_before)
     return row
 
 
-def _machine_limit(name, dtype, row):
-    """Executed GFLOP/s of each engine against this machine's gemm peak, measured now (the
-    goal is a fraction of it), and the epoch's products alone through the same BLAS."""
+def _machine_limit(name, dtype, row, peak_before):
+    """Executed GFLOP/s of each engine against this machine's gemm peak (the goal is a
+    fraction of it), and the epoch's products alone through the same BLAS.
+
+    The peak is the best rate seen: a 2048^3 product before the engines ran
+    (``peak_before``) and after, and the epoch's own products, which cannot outrun the
+    machine's limit; a product timed in a slow phase of the host would otherwise lower
+    the peak and flatter the fraction.
+    """
     from fastnn._workloads import executed_flops, gemm_peak, products_seconds
 
     flops = executed_flops(name)
     _settle()
+    peak_after = gemm_peak(dtype)
     limit = {"executed_gflop_per_epoch": flops / 1e9,
-             "gemm_peak_gflops": gemm_peak(dtype),
+             "gemm_peak_measured_gflops": [peak_before, peak_after],
              "gemm_peak_1thread_gflops": gemm_peak(dtype, threads=1),
              "products_only_s": products_seconds(name), "goal_fraction": PEAK_FRACTION_GOAL}
     limit["products_only_gflops"] = flops / limit["products_only_s"] / 1e9
+    limit["gemm_peak_gflops"] = max(peak_before, peak_after, limit["products_only_gflops"])
     for engine in ("numba", "numpy", "sklearn"):
         if engine in row:
             row[engine]["gflops"] = flops / row[engine]["median_s"] / 1e9
@@ -296,7 +310,8 @@ def _print_machine_limit(name, row):
     print(f"{name:9} executed {limit['executed_gflop_per_epoch']:.0f} GFLOP/epoch: numba "
           f"{fast['gflops']:.0f} GFLOP/s = {100 * fast['fraction_of_peak']:.0f}% of the gemm "
           f"peak measured now ({peak:.0f} GFLOP/s on all threads, "
-          f"{limit['gemm_peak_1thread_gflops']:.0f} on one); goal >= "
+          f"{limit['gemm_peak_1thread_gflops']:.0f} on one; the best of a 2048^3 product "
+          f"before and after the engines and the epoch's products); goal >= "
           f"{100 * limit['goal_fraction']:.0f}%: {'met' if met else 'NOT met'}")
     print(f"{'':9} the epoch's products alone through this BLAS: "
           f"{_fmt(limit['products_only_s'])} = {limit['products_only_gflops']:.0f} GFLOP/s "

@@ -204,6 +204,42 @@ def test_gemm_peak_and_products_are_measured():
     assert 0 < seconds < 1  # 8 products of <= 16x16x16 for each of 10 batches
 
 
+def test_gemm_peak_is_the_fastest_product(monkeypatch):
+    # A limit is what the machine reaches: the fastest of the timed products (the first
+    # one is untimed), not their median, which a slow phase of the host pulls down.
+    import time
+
+    from fastnn._workloads import gemm_peak
+
+    clock = iter([0.0, 4.0, 10.0, 11.0, 20.0, 28.0])  # timed products of 4, 1 and 8 s
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    assert gemm_peak("float64", n=64, repeats=3) == pytest.approx(2 * 64**3 / 1.0 / 1e9)
+
+
+@pytest.mark.parametrize("before, after, products, peak", [
+    (150.0, 140.0, 177.0, 177.0),   # 2026-12-07: both 2048^3 products in a slow phase
+    (190.0, 150.0, 170.0, 190.0),
+    (150.0, 195.0, 170.0, 195.0)])
+def test_machine_limit_takes_the_best_peak_seen(monkeypatch, before, after, products, peak):
+    # The peak the W-large fraction is taken against: the best of the 2048^3 product
+    # before and after the engines ran and the epoch's own products through the same BLAS
+    # (which cannot outrun the machine). On 2026-12-07 a median peak of 150 GFLOP/s, below
+    # the epoch's products at 177, turned 131 GFLOP/s into "87%: met"; it is 74%.
+    import fastnn._workloads as W
+    from fastnn import cli
+
+    flops = W.executed_flops("W-large")
+    monkeypatch.setattr(W, "gemm_peak", lambda dtype, threads=None: 96.0 if threads else after)
+    monkeypatch.setattr(W, "products_seconds", lambda name: flops / (products * 1e9))
+    monkeypatch.setattr(cli, "_settle", lambda: None)
+    row = {"numba": {"median_s": flops / 131e9}, "numpy": {"median_s": flops / 54e9}}
+    limit = cli._machine_limit("W-large", "float32", row, before)
+    assert limit["gemm_peak_gflops"] == pytest.approx(peak)
+    assert limit["gemm_peak_measured_gflops"] == [before, after]
+    assert row["numba"]["fraction_of_peak"] == pytest.approx(131.0 / peak)
+    assert row["numba"]["fraction_of_peak"] < cli.PEAK_FRACTION_GOAL
+
+
 @pytest.mark.parametrize("fraction, verdict", [(0.5, "NOT met"), (0.85, "met")])
 def test_machine_limit_line_gives_the_peak_fraction(capsys, fraction, verdict):
     from fastnn.cli import _print_machine_limit
@@ -217,6 +253,7 @@ def test_machine_limit_line_gives_the_peak_fraction(capsys, fraction, verdict):
     _print_machine_limit("W-large", row)
     out = capsys.readouterr().out
     assert (f"numba {fraction * peak:.0f} GFLOP/s = {100 * fraction:.0f}% of the gemm peak "
-            f"measured now (300 GFLOP/s on all threads, 150 on one); goal >= 80%: {verdict}\n"
-            in out)
+            "measured now (300 GFLOP/s on all threads, 150 on one; the best of a 2048^3 "
+            f"product before and after the engines and the epoch's products); goal >= 80%: "
+            f"{verdict}\n" in out)
     assert "products alone through this BLAS: 600.00 ms = 241 GFLOP/s (80% of the peak)" in out
