@@ -297,6 +297,29 @@ def test_bad_fit_input(X, y, exc, match):
         iris_model().fit(X, y)
 
 
+@pytest.mark.parametrize("values, what", [
+    ([np.inf, -np.inf], "infinity"),   # their sum is NaN, the element test names them
+    ([np.nan, np.inf], "NaN"),
+    ([1.0, -np.inf], "infinity"),
+    ([np.finfo(np.float32).max] * 2, None),  # finite, though their sum overflows
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_check_tells_overflowing_sums_from_non_finite_values(values, what, dtype):
+    # check_finite first tests the sum (no array-sized mask); a sum that is not finite
+    # only sends it to the element-wise test, which decides and names the value.
+    from fastnn._validation import check_finite
+
+    X = np.ones((4, 2), dtype=dtype)
+    X[1, 0], X[3, 1] = values
+    if dtype == np.float64 and what is None:
+        X[1, 0] = X[3, 1] = np.finfo(np.float64).max
+    if what is None:
+        check_finite(X, "X")  # no error: the values are finite
+    else:
+        with pytest.raises(ValueError, match=f"X contains {what}"):
+            check_finite(X, "X")
+
+
 def test_unknown_names():
     with pytest.raises(ValueError, match="unknown activation 'relux'"):
         Dense(3, activation="relux")
