@@ -273,6 +273,13 @@ class Trainer:
         if state is None:
             state = (aligned_zeros(net.theta.shape[0], net.dtype),
                      aligned_zeros(net.theta.shape[0], net.dtype))
+        for name, a in zip("mv", state):  # the kernels stream these as long as theta
+            if not (isinstance(a, np.ndarray) and a.shape == net.theta.shape
+                    and a.dtype == net.theta.dtype and a.flags.c_contiguous):
+                raise ValueError(f"optimizer state {name} must be a C-contiguous "
+                                 f"{net.theta.dtype} array of shape {net.theta.shape}, got "
+                                 f"{getattr(a, 'dtype', type(a).__name__)} of shape "
+                                 f"{np.shape(a)}")
         self.m, self.v = state
 
     def __setstate__(self, state):

@@ -573,6 +573,17 @@ class _BaseMLP(BaseEstimator):
         if not incremental or getattr(self, "_optimizer", None) is None:
             self._optimizer = _OptimizerState(self, net.theta.shape[0], dtype)
         opt = self._optimizer
+        # scikit-learn keeps its optimizer across a later L-BFGS fit too: it continues in
+        # the arithmetic of the new dtype, and fails on other shapes (ValueError from
+        # NumPy's broadcasting)
+        if opt.m.shape != net.theta.shape:
+            raise ValueError(
+                f"partial_fit cannot continue the optimizer state of an earlier fit: it "
+                f"holds {opt.m.shape[0]} parameters, the network now has "
+                f"{net.theta.shape[0]} (rebuilt since, by a fit with solver='lbfgs' or from "
+                "coefs_ of other shapes); call fit, or partial_fit on a new estimator")
+        if opt.m.dtype != net.theta.dtype:
+            opt.m, opt.v = (aligned_copy(a.astype(net.theta.dtype)) for a in (opt.m, opt.v))
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping

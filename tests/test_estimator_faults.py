@@ -625,3 +625,57 @@ def test_estimators_bitwise_same_across_runs_and_thread_counts():
     # full-batch L-BFGS: OpenBLAS splits the big products over its threads, so the last
     # bits depend on OPENBLAS_NUM_THREADS (README, "Determinism"); a fixed count repeats
     assert runs[1]["lbfgs"] == runs[2]["lbfgs"]
+
+
+# --- state left by earlier calls --------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("hidden", [(7,), (1,)])
+def test_partial_fit_after_a_refit_of_another_size_raises(backend, hidden):
+    # An Adam fit leaves its optimizer; an L-BFGS fit rebuilds the network and keeps it
+    # (as scikit-learn's does); partial_fit then has moments of the old size. Before, the
+    # kernel ran Adam over theta's length with the old moments: writes past their end
+    # for a larger network, silently stale moments for a smaller one. scikit-learn fails
+    # on the shapes (ValueError from broadcasting); so does fastnn, saying why.
+    for lib in (FAST, SK):
+        kw = {"backend": backend} if lib is FAST else {}
+        est = lib["R"](hidden_layer_sizes=(2,), max_iter=3, random_state=0, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, YR)
+            est.set_params(solver="lbfgs", hidden_layer_sizes=hidden).fit(X, YR)
+            est.set_params(solver="adam")
+            if lib is SK and hidden == (1,):
+                continue  # scikit-learn broadcasts the old (4, 2) moments onto (4, 1)
+            match = ("partial_fit cannot continue the optimizer state of an earlier fit: it "
+                     r"holds 13 parameters, the network now has \d+" if lib is FAST else None)
+            with pytest.raises(ValueError, match=match):
+                est.partial_fit(X, YR)
+
+
+def test_partial_fit_after_a_refit_in_another_dtype_continues():
+    # scikit-learn continues there (its float64 moments meet float32 weights in NumPy's
+    # arithmetic); fastnn continues with the moments rounded to the new dtype
+    est = MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, YR)
+        m = est._optimizer.m.copy()
+        est.set_params(solver="lbfgs").fit(X.astype(np.float32), YR.astype(np.float32))
+    est.set_params(solver="adam").partial_fit(X.astype(np.float32), YR.astype(np.float32))
+    assert est._optimizer.m.dtype == est._theta.dtype == np.float32
+    assert est._optimizer.steps > 3 and not np.array_equal(est._optimizer.m, m)
+    assert np.isfinite(est._theta).all()
+
+
+def test_trainer_refuses_optimizer_state_of_another_shape_or_dtype():
+    est = MLPRegressor(hidden_layer_sizes=(5,), max_iter=1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        net = est.fit(X, YR)._network()
+    n = net.theta.shape[0]
+    for m, v in [(np.zeros(n - 1), np.zeros(n)), (np.zeros(n), np.zeros(n + 1)),
+                 (np.zeros(n, np.float32), np.zeros(n)), (np.zeros(n), np.zeros((n, 1))),
+                 (list(np.zeros(n)), np.zeros(n)), (np.zeros(2 * n)[::2], np.zeros(n))]:
+        with pytest.raises(ValueError, match=f"optimizer state [mv] must be a C-contiguous "
+                                             rf"float64 array of shape \({n},\)"):
+            Trainer(net, 10, 0, state=(m, v))
