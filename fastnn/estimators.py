@@ -98,8 +98,11 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC = ("sgd", "adam")
 _HIDDEN_CODES = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "tanh": K.TANH, "relu": K.RELU}
+# The output activations a network may have: those a fit sets, and the hidden ones a
+# user may assign to out_activation_ (scikit-learn's forward pass takes any of them).
 _OUTPUT_CODES = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "softmax": K.SOFTMAX,
-                 "exp": K.EXP}
+                 "exp": K.EXP, "relu": K.RELU, "tanh": K.TANH}
+_TRAINED_OUTPUTS = ("identity", "logistic", "softmax", "exp")
 _EXTRA_CONSTRAINTS = {
     "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
     "backend": [StrOptions(set(BACKENDS))],
@@ -365,10 +368,10 @@ class _BaseMLP(BaseEstimator):
             except ValueError:
                 pass  # arrays of the wrong shapes: predict and fit name them
 
-    def _network(self, theta=None):
-        """The Network over ``theta`` (default ``self._theta``); the one over
-        ``self._theta`` is kept and rebuilt when the backend, the buffer or the
-        activations changed.
+    def _network(self, theta=None, sizes=None):
+        """The Network over ``theta`` (default ``self._theta``) with layer widths
+        ``sizes`` (default ``self._sizes``); the one over ``self._theta`` is kept and
+        rebuilt when the backend, the buffer or the activations changed.
 
         The activations are read from ``activation`` and ``out_activation_`` at every
         call, as scikit-learn's forward pass reads them: ``set_params(activation=...)``
@@ -376,16 +379,20 @@ class _BaseMLP(BaseEstimator):
         the next predict and warm-started fit.
         """
         theta = self._theta if theta is None else theta
+        sizes = self._sizes if sizes is None else sizes
         net = getattr(self, "_net", None)
         names = (self.activation, self.out_activation_)
         if (net is not None and net.backend == self.backend and net.theta is theta
-                and net.activation_names == names):
+                and net.activation_names == names and np.array_equal(net.sizes, sizes)):
             return net
-        acts = [_HIDDEN_CODES[names[0]]] * (len(self._sizes) - 2) + [_OUTPUT_CODES[names[1]]]
-        net = Network(self._sizes, acts, theta.dtype, self.backend)
+        if names[1] not in _OUTPUT_CODES:
+            raise ValueError(f"out_activation_ must be one of {sorted(_OUTPUT_CODES)}, got "
+                             f"{names[1]!r}")
+        acts = [_HIDDEN_CODES[names[0]]] * (len(sizes) - 2) + [_OUTPUT_CODES[names[1]]]
+        net = Network(sizes, acts, theta.dtype, self.backend)
         net.theta = theta
         net.activation_names = names
-        if theta is self._theta:
+        if theta is self.__dict__.get("_theta"):
             self._net = net
         return net
 
@@ -395,43 +402,71 @@ class _BaseMLP(BaseEstimator):
         self.intercepts_ = net.intercepts()
         self._views = self.coefs_ + self.intercepts_
 
-    def _packed_theta(self):
-        """The flat buffer of the weights that ``coefs_``/``intercepts_`` hold now.
+    def _live_sizes(self):
+        """The layer widths that ``coefs_`` and ``intercepts_`` describe now, checked to
+        form a chain of ``n_layers_ - 1`` layers (scikit-learn's forward pass reads the
+        network from them alone; a user may assign or trim them)."""
+        coefs, intercepts = list(self.coefs_), list(self.intercepts_)
+        n = self.n_layers_ - 1
+        if len(coefs) != n or len(intercepts) != n:
+            raise ValueError(f"coefs_ and intercepts_ must hold n_layers_ - 1 = {n} arrays "
+                             f"each, got {len(coefs)} and {len(intercepts)}")
+        if n < 1:
+            raise ValueError(f"n_layers_ must be at least 2, got {self.n_layers_}")
+        sizes = [np.shape(coefs[0])[0] if np.ndim(coefs[0]) == 2 else -1]
+        for i, (w, b) in enumerate(zip(coefs, intercepts)):
+            if np.ndim(w) != 2 or np.shape(w)[0] != sizes[-1]:
+                raise ValueError(f"coefs_[{i}] has shape {np.shape(w)}, expected "
+                                 f"({sizes[-1]}, n_units): one row per unit of the layer "
+                                 "below")
+            if np.shape(b) != (np.shape(w)[1],):
+                raise ValueError(f"intercepts_[{i}] has shape {np.shape(b)}, expected "
+                                 f"({np.shape(w)[1]},), one per column of coefs_[{i}]")
+            sizes.append(np.shape(w)[1])
+        n_in = self.__dict__.get("n_features_in_", sizes[0])
+        if sizes[0] != n_in:
+            raise ValueError(f"coefs_[0] has {sizes[0]} rows, but n_features_in_ is {n_in}")
+        return np.asarray(sizes, dtype=np.int64)
+
+    def _packed(self):
+        """``(theta, sizes)``: the flat buffer of the weights that ``coefs_`` and
+        ``intercepts_`` hold now, and the layer widths they describe.
 
         ``self._theta`` while they are its views (the common case, checked by identity
         first); else a new buffer packed from the arrays they hold. After unpickling, or
-        after a user assigns arrays of their own (``coefs_[0] = W``), those arrays are
-        the weights, as in scikit-learn, and so are later in-place edits to them: each
+        after a user assigns arrays of their own (``coefs_[0] = W``, weights trained
+        elsewhere on an unfitted estimator, a trimmed network), those arrays are the
+        weights, as in scikit-learn, and so are later in-place edits to them: each
         predict packs them again. Nothing on ``self`` changes but the identity cache, so
         predict has no side effects and threads may share a model.
         """
         live = list(self.coefs_) + list(self.intercepts_)
         cached = self.__dict__.get("_views")
-        if (cached is not None and len(cached) == len(live)
+        if (cached is not None and len(cached) == len(live) == 2 * self.n_layers_ - 2
                 and all(map(operator.is_, live, cached))):
-            return self._theta  # the arrays _bind_views made (the per-predict fast path)
-        net = self._network()
-        views = net.coefs() + net.intercepts()
-        if len(live) == len(views) and all(_same_view(a, b) for a, b in zip(live, views)):
-            self._views = live
-            return self._theta
-        if len(live) != len(views):
-            raise ValueError(f"coefs_ and intercepts_ must hold {self.n_layers_ - 1} arrays "
-                             f"each, got {len(self.coefs_)} and {len(self.intercepts_)}")
-        for i, (a, b) in enumerate(zip(live, views)):
-            if np.shape(a) != b.shape:
-                raise ValueError(f"parameter array {i} has shape {np.shape(a)}, expected "
-                                 f"{b.shape}")
+            return self._theta, self._sizes  # the arrays _bind_views made (the fast path)
+        sizes = self._live_sizes()
+        theta = self.__dict__.get("_theta")
+        if theta is not None and np.array_equal(sizes, self._sizes):
+            net = self._network()
+            if all(map(_same_view, live, net.coefs() + net.intercepts())):
+                self._views = live
+                return theta, self._sizes
+        if theta is not None:
+            dtype = theta.dtype
+        else:  # assigned to an unfitted estimator: float32 only if all of it is
+            float32 = all(np.asarray(a).dtype == np.float32 for a in live)
+            dtype = np.dtype(np.float32 if float32 else np.float64)
         return np.concatenate(
-            [np.asarray(a, dtype=self._theta.dtype).ravel() for a in live],
-            out=aligned_empty(sum(int(np.size(a)) for a in live), self._theta.dtype))
+            [np.asarray(a, dtype=dtype).ravel() for a in live],
+            out=aligned_empty(sum(int(np.size(a)) for a in live), dtype)), sizes
 
     def _sync_theta(self):
         """Before training: ``coefs_``/``intercepts_`` become views of the buffer the
-        engine trains, packed from them if they are not (see :meth:`_packed_theta`)."""
-        theta = self._packed_theta()
-        if theta is not self._theta:
-            self._theta = theta
+        engine trains, packed from them if they are not (see :meth:`_packed`)."""
+        theta, sizes = self._packed()
+        if theta is not self.__dict__.get("_theta"):
+            self._theta, self._sizes = theta, sizes
             self._bind_views()
 
     def _initialize(self, layer_units, dtype, random_state):
@@ -474,6 +509,10 @@ class _BaseMLP(BaseEstimator):
         else:
             self._sync_theta()
             dtype = self._theta.dtype.type
+            if self.out_activation_ not in _TRAINED_OUTPUTS:
+                raise ValueError(f"cannot train with out_activation_={self.out_activation_!r}: "
+                                 f"the losses pair with one of {list(_TRAINED_OUTPUTS)}; set "
+                                 "it back, or set warm_start=False to start over")
         X = self._engine_rows(X, dtype)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype)
@@ -806,12 +845,12 @@ class _BaseMLP(BaseEstimator):
     def _forward_body(self, X, check_input):
         if check_input and not self._plain_rows(X):
             X = self._validated(X)  # everything else: lists, sparse, frames
-        theta = self._packed_theta()
+        theta, sizes = self._packed()
         if theta.dtype == np.float32 and np.result_type(X.dtype, np.float32) != np.float32:
             # scikit-learn computes X @ coefs_ in NumPy's promoted type: a float32 model
             # answers float64 rows in float64, with its weights exactly as they are
             theta = aligned_copy(theta.astype(np.float64))
-        net = self._network(theta)
+        net = self._network(theta, sizes)
         X = self._engine_rows(X, net.dtype)
         if net.backend == "numba":
             out = net.predict(X)
@@ -896,7 +935,12 @@ class _BaseMLP(BaseEstimator):
         self._check_fitted()
         params = self.get_params(deep=False)
         header = {"kind": self._kind}
-        arrays = {"theta": self._packed_theta()}
+        theta, sizes = self._packed()
+        if sizes[-1] != self.n_outputs_:
+            raise ValueError(f"cannot save: coefs_ describe a network of {sizes[-1]} outputs, "
+                             f"but n_outputs_ is {self.n_outputs_}")
+        # the layer widths themselves: hidden_layer_sizes may have been set since the fit
+        arrays = {"theta": theta, "layer_sizes": sizes}
         rs = params.get("random_state")
         if isinstance(rs, np.random.RandomState):
             name, keys, pos, has_gauss, cached = rs.get_state(legacy=True)
@@ -972,11 +1016,19 @@ class _BaseMLP(BaseEstimator):
             params["random_state"] = rs
         est = cls(**params)
         est._validate_params()
-        hidden = est._hidden_sizes()
         get_int = _array_reader(arrays, ModelFileError)
         n_features = get_int("n_features_in_", 1)
         n_outputs = get_int("n_outputs_", 1)
-        sizes = [n_features] + hidden + [n_outputs]
+        if "layer_sizes" in arrays:
+            sizes = arrays["layer_sizes"]
+            if (sizes.ndim != 1 or sizes.dtype.kind not in "iu" or len(sizes) < 2
+                    or (sizes < 1).any() or sizes[0] != n_features or sizes[-1] != n_outputs):
+                raise ModelFileError(f"layer_sizes {sizes!r} must be at least two positive "
+                                     f"integers from n_features_in_ ({n_features}) to "
+                                     f"n_outputs_ ({n_outputs})")
+            sizes = [int(v) for v in sizes]
+        else:  # files written before layer_sizes was stored: the layout of the parameters
+            sizes = [n_features] + est._hidden_sizes() + [n_outputs]
         n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
         theta = arrays["theta"]
         if theta.ndim != 1 or theta.dtype not in (np.float32, np.float64) \
@@ -1012,9 +1064,10 @@ class _BaseMLP(BaseEstimator):
             out_activation = est._output_activation()
         saved_act = arrays["out_activation_"]
         if saved_act.shape != (1,) or saved_act.dtype.kind != "U" \
-                or str(saved_act[0]) != out_activation:
-            raise ModelFileError(f"out_activation_ {saved_act!r} does not match the model "
-                                 f"(expected {out_activation!r})")
+                or str(saved_act[0]) not in _OUTPUT_CODES:
+            raise ModelFileError(f"out_activation_ {saved_act!r} is not one of "
+                                 f"{sorted(_OUTPUT_CODES)} (a fit sets {out_activation!r})")
+        out_activation = str(saved_act[0])  # as saved: a user may have set another
         est.n_features_in_, est.n_outputs_ = n_features, n_outputs
         est.n_iter_, est.t_ = get_int("n_iter_", 0), get_int("t_", 0)
         if "_no_improvement_count" in arrays:

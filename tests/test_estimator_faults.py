@@ -679,3 +679,76 @@ def test_trainer_refuses_optimizer_state_of_another_shape_or_dtype():
         with pytest.raises(ValueError, match=f"optimizer state [mv] must be a C-contiguous "
                                              rf"float64 array of shape \({n},\)"):
             Trainer(net, 10, 0, state=(m, v))
+
+
+# --- weights assigned by hand ----------------------------------------------------------
+def _sk_fitted(hidden, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return SkMLPRegressor(hidden_layer_sizes=hidden, max_iter=5, random_state=0,
+                              **kw).fit(X, YR)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_weights_assigned_to_an_unfitted_estimator_predict_as_in_sklearn(backend):
+    # weights trained elsewhere, set by hand with the attributes scikit-learn's predict
+    # reads; before, fastnn raised AttributeError ('_theta')
+    sk = _sk_fitted((5, 3))
+    for dtype in (np.float64, np.float32):
+        est, ref = MLPRegressor(backend=backend), SkMLPRegressor()
+        for e in (est, ref):
+            e.coefs_ = [w.astype(dtype) for w in sk.coefs_]
+            e.intercepts_ = [b.astype(dtype) for b in sk.intercepts_]
+            e.n_layers_, e.n_outputs_, e.out_activation_ = 4, 1, "identity"
+            e.n_features_in_ = 4
+        got, want = est.predict(X.astype(dtype)), ref.predict(X.astype(dtype))
+        assert got.dtype == want.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_trimmed_network_and_hidden_output_activations_predict_as_in_sklearn(backend):
+    # the hidden representation: the output layer dropped, out_activation_ set to the
+    # hidden activation (scikit-learn's forward pass takes any of its activations there)
+    for out_act in ("identity", "relu", "tanh", "logistic"):
+        est = MLPRegressor(hidden_layer_sizes=(6, 4), max_iter=5, random_state=0,
+                           backend=backend)
+        ref = _sk_fitted((6, 4))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, YR)
+        for e in (est, ref):
+            e.coefs_, e.intercepts_ = e.coefs_[:-1], e.intercepts_[:-1]
+            e.n_layers_ -= 1
+            e.out_activation_ = out_act
+        got, want = est.predict(X), ref.predict(X)
+        assert got.shape == want.shape == (150, 4)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+        # training pairs each loss with its own output activation: refused, not garbled
+        est.set_params(warm_start=True)
+        if out_act in ("relu", "tanh"):
+            with pytest.raises(ValueError, match=f"cannot train with out_activation_="
+                                                 f"'{out_act}'"):
+                est.fit(X, YR)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: setattr(e, "n_layers_", 4), "coefs_ and intercepts_ must hold n_layers_ - 1 "
+                                           "= 3 arrays each, got 2 and 2"),
+    (lambda e: e.coefs_.__setitem__(1, np.zeros((6, 1))),
+     r"coefs_\[1\] has shape \(6, 1\), expected \(5, n_units\)"),
+    (lambda e: e.intercepts_.__setitem__(0, np.zeros(4)),
+     r"intercepts_\[0\] has shape \(4,\), expected \(5,\)"),
+    (lambda e: setattr(e, "coefs_", [np.zeros((3, 5)), e.coefs_[1]]),
+     "coefs_\\[0\\] has 3 rows, but n_features_in_ is 4"),
+    (lambda e: setattr(e, "out_activation_", "swish"), "out_activation_ must be one of"),
+])
+def test_assigned_weights_of_wrong_shapes_are_named(edit, message):
+    est = MLPRegressor(**SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, YR)
+    est.coefs_, est.intercepts_ = list(est.coefs_), list(est.intercepts_)
+    edit(est)
+    with pytest.raises(ValueError, match=message):
+        est.predict(X)

@@ -239,6 +239,11 @@ def _params(**kw):
     return lambda h, a: h["params"].update(kw)
 
 
+def _wider(sizes, width=7):
+    # the saved layer widths with every hidden layer claimed `width` units wide
+    return np.array([sizes[0]] + [width] * (len(sizes) - 2) + [sizes[-1]], dtype=sizes.dtype)
+
+
 DAMAGE = {
     # name: (edit, message the ModelFileError must carry)
     "theta too short": (lambda h, a: _set(a, "theta", a["theta"][:-1]), "theta has shape"),
@@ -246,10 +251,20 @@ DAMAGE = {
     "theta int": (lambda h, a: _set(a, "theta", a["theta"].astype(np.int64)), "dtype int64"),
     "theta NaN": (lambda h, a: a["theta"].__setitem__(0, np.nan), "NaN or infinity"),
     "theta vs dtype param": (_params(dtype="float32"), "dtype parameter"),
-    "wider net claimed": (_params(hidden_layer_sizes=[7, 4]), "the architecture"),
-    "huge net claimed": (_params(hidden_layer_sizes=[10**9, 10**9]), "the architecture"),
+    "wider net claimed": (lambda h, a: _set(a, "layer_sizes", _wider(a["layer_sizes"])),
+                          "the architecture"),
+    "huge net claimed": (lambda h, a: _set(a, "layer_sizes", _wider(a["layer_sizes"], 10**9)),
+                         "the architecture"),
+    "layer_sizes 2-D": (lambda h, a: _set(a, "layer_sizes", a["layer_sizes"].reshape(1, -1)),
+                        "layer_sizes"),
+    "layer_sizes float": (lambda h, a: _set(a, "layer_sizes", a["layer_sizes"] * 1.0),
+                          "layer_sizes"),
+    "layer_sizes zero": (lambda h, a: _set(a, "layer_sizes", _wider(a["layer_sizes"], 0)),
+                         "layer_sizes"),
+    "layer_sizes vs n_features": (lambda h, a: _set(a, "n_features_in_", np.array([5])),
+                                  "from n_features_in_ \\(5\\)"),
     "huge n_features": (lambda h, a: _set(a, "n_features_in_", np.array([10**15])),
-                        "the architecture"),
+                        "layer_sizes .* from n_features_in_"),
     "n_features 0": (lambda h, a: _set(a, "n_features_in_", np.array([0])),
                      "n_features_in_ must be one integer >= 1"),
     "n_features float": (lambda h, a: _set(a, "n_features_in_", np.array([4.0])),
@@ -269,8 +284,8 @@ DAMAGE = {
                     "classes_ must be 1-D"),
     "unknown target type": (lambda h, a: h["label_binarizer"].update(y_type="continuous"),
                             "target type 'continuous'"),
-    "out activation": (lambda h, a: _set(a, "out_activation_", np.array(["logistic"])),
-                       "does not match the model"),
+    "out activation": (lambda h, a: _set(a, "out_activation_", np.array(["swish"])),
+                       "'swish'.* is not one of"),
     "loss curve 2-D": (lambda h, a: _set(a, "loss_curve_", np.zeros((2, 2))),
                        "loss_curve_ must be a 1-D float array"),
     "loss scalar of strings": (lambda h, a: _set(a, "loss_", np.array(["x"])),
@@ -312,13 +327,43 @@ def test_damaged_classifier_file_raises_model_file_error(tmp_path, saved, name):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (_params(loss="poisson"), "does not match the model"),  # exp output vs identity weights
-    (lambda h, a: _set(a, "n_outputs_", np.array([3])), "the architecture"),
+    (lambda h, a: _set(a, "n_outputs_", np.array([3])), "to n_outputs_ \\(3\\)"),
+    (lambda h, a: (a.pop("layer_sizes"), _set(a, "n_outputs_", np.array([3]))),
+     "the architecture"),
     (lambda h, a: _set(h, "kind", "MLPClassifier"), "unexpected keyword argument 'loss'"),
 ])
 def test_damaged_regressor_file_raises_model_file_error(tmp_path, saved_reg, edit, message):
     with pytest.raises(ModelFileError, match=message):
         fastnn.load(_edited(saved_reg, tmp_path, edit))
+
+
+def test_files_without_layer_sizes_load_by_the_parameters(tmp_path, saved):
+    # files written before the layer widths were stored: the layout of the parameters
+    back = fastnn.load(_edited(saved, tmp_path, lambda h, a: a.pop("layer_sizes")))
+    assert_array_equal(back.predict_proba(X), fastnn.load(saved).predict_proba(X))
+
+
+def test_a_network_changed_after_fit_saves_and_loads_as_it_is(tmp_path):
+    # set_params(hidden_layer_sizes=...) after a fit, out_activation_ set by hand: the
+    # file holds the network the estimator predicts with (before, the first wrote a file
+    # that load refused, and the second one that load refused as damaged)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, Y)
+    clf.set_params(hidden_layer_sizes=(7,))
+    clf.out_activation_ = "identity"
+    reg = MLPRegressor(hidden_layer_sizes=(6, 4), max_iter=3, random_state=0).fit(X, X[:, 0])
+    reg.out_activation_ = "relu"
+    for name, est, method in (("c", clf, "predict_proba"), ("r", reg, "predict")):
+        est.save(tmp_path / f"{name}.npz")
+        back = fastnn.load(tmp_path / f"{name}.npz")
+        assert back.hidden_layer_sizes == est.hidden_layer_sizes
+        assert back.out_activation_ == est.out_activation_
+        assert_array_equal(getattr(back, method)(X), getattr(est, method)(X))
+    # a network whose outputs no longer match n_outputs_ is refused before writing
+    reg.coefs_, reg.intercepts_, reg.n_layers_ = reg.coefs_[:-1], reg.intercepts_[:-1], 3
+    with pytest.raises(ValueError, match="coefs_ describe a network of 4 outputs, but "
+                                         "n_outputs_ is 1"):
+        reg.save(tmp_path / "trimmed.npz")
+    assert not (tmp_path / "trimmed.npz").exists()
 
 
 def test_pickled_classes_are_refused_without_running_them(tmp_path, saved, monkeypatch):
