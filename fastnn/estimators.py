@@ -39,7 +39,17 @@ Where fastnn deliberately differs (each only on a failure path):
   ``fastnn.DivergenceWarning`` is issued and training stops; the estimator keeps the
   weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
   "Solver produced non-finite parameter weights", leaving them in place). L-BFGS keeps
-  its last accepted iterate with a finite loss.
+  its last accepted iterate with a finite loss. The warning is a
+  ``SolverDivergenceWarning``, both a ``fastnn.DivergenceWarning`` and a scikit-learn
+  ``ConvergenceWarning`` (which scikit-learn's L-BFGS issues there).
+- A warm-started ``fit`` or a ``partial_fit`` whose ``hidden_layer_sizes``, number of
+  features or of outputs no longer match the fitted network raises ``ValueError``
+  (scikit-learn trains on the old network, or broadcasts the new targets onto it).
+- L-BFGS on float32 data trains in float32, as the other solvers do (scikit-learn's
+  ``coefs_`` become float64 views of SciPy's result there, its arithmetic float64). A
+  warm-started L-BFGS fit updates the arrays in ``coefs_``/``intercepts_`` in place, as
+  every stochastic fit does in both libraries (scikit-learn's L-BFGS binds new arrays,
+  so arrays a user held from before keep the old weights there).
 - ``KeyboardInterrupt`` during ``fit``/``partial_fit``: the epochs of the interrupted
   engine call (weights, optimizer state and bookkeeping) are undone, early stopping
   restores its best weights as usual, and the interrupt is re-raised (scikit-learn warns
@@ -93,6 +103,13 @@ from fastnn._validation import as_engine_csr, check_dtype
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 from fastnn.backends import numpy as numpy_engine
+
+
+class SolverDivergenceWarning(DivergenceWarning, ConvergenceWarning):
+    """The estimators' :class:`fastnn.DivergenceWarning`, also a scikit-learn
+    ``ConvergenceWarning`` (what scikit-learn issues where L-BFGS stops at a non-finite
+    loss): code that filters or catches either sees it."""
+
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -341,7 +358,11 @@ class _BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden)
         # operator.index, not int: a float size raises scikit-learn's TypeError ("'float'
-        # object cannot be interpreted as an integer") instead of being truncated
+        # object cannot be interpreted as an integer") instead of being truncated; a bool
+        # is an integer to Python, not to scikit-learn (TypeError too)
+        for h in hidden:
+            if isinstance(h, (bool, np.bool_)):
+                raise TypeError(f"hidden_layer_sizes must hold integers, got {h!r}")
         return [operator.index(h) for h in hidden]
 
     def _fit_dtype(self, X):
@@ -599,7 +620,7 @@ class _BaseMLP(BaseEstimator):
             self.loss_ = np.float64(accepted_loss[0])
             warnings.warn(
                 f"training diverged: L-BFGS ended with loss = {result.fun}; kept the last "
-                "iterate with a finite loss. Scale the inputs.", DivergenceWarning,
+                "iterate with a finite loss. Scale the inputs.", SolverDivergenceWarning,
                 stacklevel=6)
             return
         self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
@@ -737,7 +758,7 @@ class _BaseMLP(BaseEstimator):
                         f"training diverged at epoch {self.n_iter_ + 1} (loss = "
                         f"{total / n_samples}{what}); stopped and kept the weights of the "
                         "last finite epoch. Lower learning_rate_init or scale the inputs.",
-                        DivergenceWarning, stacklevel=6)
+                        SolverDivergenceWarning, stacklevel=6)
                     break
             except KeyboardInterrupt:
                 # Unlike scikit-learn (which warns and returns), re-raise: but first put

@@ -463,6 +463,10 @@ def test_lbfgs_non_finite_loss_keeps_finite_weights():
         est.fit(X * 1e200, Y)
     assert np.isfinite(est._theta).all()
     assert np.isfinite(est.predict_proba(X)).all()
+    # what scikit-learn issues there: code filtering ConvergenceWarning sees it too
+    with pytest.warns(ConvergenceWarning, match="L-BFGS ended with loss = nan"):
+        est.fit(X * 1e200, Y)
+    assert issubclass(fastnn.estimators.SolverDivergenceWarning, DivergenceWarning)
 
 
 # --- Ctrl-C ------------------------------------------------------------------------------
@@ -627,7 +631,15 @@ def test_estimators_bitwise_same_across_runs_and_thread_counts():
     assert runs[1]["lbfgs"] == runs[2]["lbfgs"]
 
 
-# --- state left by earlier calls --------------------------------------------------------
+# --- state left by earlier calls, weights assigned by hand --------------------------------
+def test_bool_hidden_layer_size_is_a_type_error_as_in_sklearn():
+    for lib in (FAST, SK):
+        with pytest.raises(TypeError):
+            lib["R"](hidden_layer_sizes=(True,), max_iter=2).fit(X, YR)
+    with pytest.raises(TypeError, match="hidden_layer_sizes must hold integers, got True"):
+        MLPRegressor(hidden_layer_sizes=(3, True)).fit(X, YR)
+
+
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("hidden", [(7,), (1,)])
 def test_partial_fit_after_a_refit_of_another_size_raises(backend, hidden):
@@ -681,7 +693,6 @@ def test_trainer_refuses_optimizer_state_of_another_shape_or_dtype():
             Trainer(net, 10, 0, state=(m, v))
 
 
-# --- weights assigned by hand ----------------------------------------------------------
 def _sk_fitted(hidden, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
