@@ -404,7 +404,8 @@ class _BaseMLP(BaseEstimator):
         net = getattr(self, "_net", None)
         names = (self.activation, self.out_activation_)
         if (net is not None and net.backend == self.backend and net.theta is theta
-                and net.activation_names == names and np.array_equal(net.sizes, sizes)):
+                and net.activation_names == names
+                and (net.sizes is sizes or np.array_equal(net.sizes, sizes))):
             return net
         if names[1] not in _OUTPUT_CODES:
             raise ValueError(f"out_activation_ must be one of {sorted(_OUTPUT_CODES)}, got "
