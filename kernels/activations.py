@@ -23,26 +23,37 @@ _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238
 _LN2_LO = 1.9082149292705877e-10
 _EXP_MIN = -708.3964185322641  # ln(2^-1022): below it 2^k leaves the normal range
+_EXP_FLOOR = -746.0  # below ln(2^-1075) exp rounds to 0 even as a subnormal
+_SUBNORMAL_SCALE = 2.0**-64  # 2^k = 2^(k + 64) * 2^-64: a normal power of two for every k
 _INV_FACT = (1.0, 1.0, 1 / 2, 1 / 6, 1 / 24, 1 / 120, 1 / 720, 1 / 5040, 1 / 40320,
              1 / 362880, 1 / 3628800, 1 / 39916800, 1 / 479001600, 1 / 6227020800)
 
 
 @inline_exact
-def _exp_nonpositive(x):
+def _exp_nonpositive(x, subnormal):
     # exp of x <= 0 (softmax's shifted logits) in plain arithmetic, so that a loop over
     # it vectorizes where libm's exp is a call per element (a tenth of an iris epoch).
-    # Within 1 ulp of NumPy's exp (92% of results identical); 0 below _EXP_MIN (exp's
-    # subnormal range, where a softmax term is negligible), NaN for NaN.
-    # xc: x clamped into the normal range (NaN and -inf too), so 2^k always exists
-    xc = x if x >= _EXP_MIN else _EXP_MIN
+    # Within 1 ulp of NumPy's exp (92% of results identical), NaN for NaN. Below _EXP_MIN
+    # (exp's subnormal range): with subnormal, the subnormal result (p * 2^(k + 64),
+    # normal, then one rounding into the subnormals by * 2^-64), as NumPy's exp gives it
+    # and predict_proba must; else 0 (training, where a softmax term that small is
+    # negligible and arithmetic on subnormals is slow). Above it the two scalings are
+    # exact: the same bits either way.
+    # Call it with a constant subnormal: the branches fold away.
+    # xc: x clamped (NaN and -inf too) where 2^k, or 2^(k + 64), is still normal
+    floor = _EXP_FLOOR if subnormal else _EXP_MIN
+    xc = x if x >= floor else floor
     k = np.floor(xc * _LOG2E + 0.5)
     r = (xc - k * _LN2_HI) - k * _LN2_LO
     p = _INV_FACT[13]
     for n in range(12, -1, -1):
         p = p * r + _INV_FACT[n]
-    y = p * float_from_bits((np.int64(k) + 1023) << 52)
-    if x < _EXP_MIN:
-        y = 0.0
+    if subnormal:
+        y = (p * float_from_bits((np.int64(k) + 1087) << 52)) * _SUBNORMAL_SCALE
+    else:
+        y = p * float_from_bits((np.int64(k) + 1023) << 52)
+        if x < _EXP_MIN:
+            y = 0.0
     if x != x:
         y = x
     return y
@@ -97,21 +108,33 @@ def _tanh_inplace(v):
         v[p] = np.tanh(v[p])
 
 
-@inline
-def _shifted_exp_rows(z, out):
-    # out = exp(z - row max of z); out may be z. The exps run as one loop over the block.
-    for i in range(z.shape[0]):
-        zmax = _row_max(z, i)
-        for j in range(z.shape[1]):
-            out[i, j] = z[i, j] - zmax
-    v = flat_view(out)
-    for p in range(v.shape[0]):
-        v[p] = _exp_nonpositive(v[p])
+def _shifted_exp_rows_with(subnormal):
+    # subnormal: exp's subnormal results, or 0 there (see _exp_nonpositive); a constant
+    # of each compiled helper (as a runtime flag it cost a W-tiny epoch ~2%)
+    @inline
+    def shifted_exp_rows(z, out):
+        # out = exp(z - row max of z); out may be z. The exps run as one loop over the
+        # block.
+        for i in range(z.shape[0]):
+            zmax = _row_max(z, i)
+            for j in range(z.shape[1]):
+                out[i, j] = z[i, j] - zmax
+        v = flat_view(out)
+        for p in range(v.shape[0]):
+            v[p] = _exp_nonpositive(v[p], subnormal)
+
+    return shifted_exp_rows
+
+
+_shifted_exp_rows = _shifted_exp_rows_with(False)  # the training losses'
+_shifted_exp_rows_exact = _shifted_exp_rows_with(True)
 
 
 @inline
 def _softmax_rows(z, out):
-    _shifted_exp_rows(z, out)
+    # the probabilities a user gets: NumPy's subnormals, not 0 (predict_log_proba of
+    # them is finite, as in scikit-learn)
+    _shifted_exp_rows_exact(z, out)
     for i in range(z.shape[0]):
         total = out.dtype.type(0)
         for j in range(z.shape[1]):

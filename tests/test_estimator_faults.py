@@ -763,3 +763,20 @@ def test_assigned_weights_of_wrong_shapes_are_named(edit, message):
     edit(est)
     with pytest.raises(ValueError, match=message):
         est.predict(X)
+
+
+def test_probabilities_in_exps_subnormal_range_are_scikit_learns():
+    # Inputs that drive some class probabilities below 2^-1022: scikit-learn's exp gives
+    # subnormals there, and predict_log_proba finite values (-709 to -745); the compiled
+    # softmax gave 0 and -inf before.
+    kw = dict(hidden_layer_sizes=(5,), max_iter=30, random_state=0, learning_rate_init=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est, ref = MLPClassifier(**kw).fit(X, Y), SkMLPClassifier(**kw).fit(X, Y)
+    big = np.vstack([X * scale for scale in np.linspace(100, 1000, 19)])
+    got, want = est.predict_proba(big), ref.predict_proba(big)
+    subnormal = (want > 0) & (want < np.finfo(np.float64).tiny)
+    assert subnormal.sum() >= 20
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+    with np.errstate(divide="ignore"):  # entries below the subnormals: log(0), as there
+        assert np.isfinite(est.predict_log_proba(big)[subnormal]).all()

@@ -1357,26 +1357,39 @@ def test_shuffled_orders_draws_as_sklearn_shuffle(n, epochs, seed, skip):
 
 
 @numba.njit
-def _exp_all(x, out):
+def _exp_all(x, subnormal, out):
     for i in range(x.shape[0]):
-        out[i] = _exp_nonpositive(x[i])
+        out[i] = _exp_nonpositive(x[i], subnormal)
 
 
-def test_softmax_exp_within_one_ulp_of_numpy():
+@pytest.mark.parametrize("subnormal", [False, True])
+def test_softmax_exp_within_one_ulp_of_numpy(subnormal):
     # The polynomial exp behind softmax (kernels/activations.py), over the range softmax
-    # feeds it (shifted logits, <= 0), the edges of that range, and the special values.
+    # feeds it (shifted logits, <= 0), the edges of that range, and the special values;
+    # in exp's subnormal range NumPy's subnormal (predict_proba's) or 0 (training's).
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.uniform(-1, 0, 20000), rng.uniform(-40, 0, 20000),
                         rng.uniform(-708.39, -600, 20000), [-708.3964185322641, -1e-300,
                                                            -5e-324, -0.0, 0.0]])
     got = np.empty_like(x)
-    _exp_all(x, got)
+    _exp_all(x, subnormal, got)
     want = np.exp(x)
     assert np.array_equal(got[-4:], [1.0, 1.0, 1.0, 1.0])
     assert np.all(np.abs(got - want) <= np.spacing(want))
-    special = np.array([np.nan, -np.inf, -709.0, -1e308])
+    tiny = np.concatenate([rng.uniform(-745.2, -708.4, 20000),
+                           [-708.4, -744.4400719213812, -745.1332191019411, -745.2, -746.0]])
+    got = np.empty_like(tiny)
+    _exp_all(tiny, subnormal, got)
+    want = np.exp(tiny)
+    assert 0 < np.count_nonzero(want) < len(want)  # the subnormals, down to where exp is 0
+    if subnormal:  # within one subnormal ulp: the polynomial's p, rounded once more
+        assert np.all(np.abs(got - want) <= np.finfo(np.float64).smallest_subnormal)
+        assert np.count_nonzero(got != want) < len(want) // 10
+    else:
+        assert np.array_equal(got, np.zeros_like(want))
+    special = np.array([np.nan, -np.inf, -1e308, -746.5])
     got = np.empty_like(special)
-    _exp_all(special, got)
+    _exp_all(special, subnormal, got)
     assert np.isnan(got[0]) and np.array_equal(got[1:], [0.0, 0.0, 0.0])
 
 
