@@ -35,9 +35,9 @@ differences, drift apart as any two BLAS builds would: on that data with
 
 Where fastnn deliberately differs (each only on a failure path):
 
-- Divergence: an epoch whose loss or weights become non-finite is undone, a
-  ``fastnn.DivergenceWarning`` is issued and training stops; the estimator keeps the
-  weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
+- Divergence: an epoch whose loss, weights or optimizer state become non-finite is
+  undone, a ``fastnn.DivergenceWarning`` is issued and training stops; the estimator
+  keeps the weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
   "Solver produced non-finite parameter weights", leaving them in place). L-BFGS keeps
   its last accepted iterate with a finite loss. The warning is a
   ``SolverDivergenceWarning``, both a ``fastnn.DivergenceWarning`` and a scikit-learn
@@ -752,9 +752,11 @@ class _BaseMLP(BaseEstimator):
                         self._no_improvement_count = 0
                 if done < count:  # the engine has already undone the diverging epoch
                     total = float(totals[done])
-                    # a finite loss with non-finite weights: an update overflowed, or a NaN
-                    # in X let through under assume_finite=True
-                    what = ("" if not np.isfinite(total) else ", weights became non-finite")
+                    # a finite loss with non-finite weights or optimizer state: an update
+                    # or a moment overflowed, or a NaN in X let through under
+                    # assume_finite=True
+                    what = ("" if not np.isfinite(total) else
+                            ", weights or optimizer state became non-finite")
                     warnings.warn(
                         f"training diverged at epoch {self.n_iter_ + 1} (loss = "
                         f"{total / n_samples}{what}); stopped and kept the weights of the "

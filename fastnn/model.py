@@ -85,7 +85,8 @@ def _one_output_labels(y, units):
 
 
 class DivergenceWarning(RuntimeWarning):
-    """Training produced a non-finite loss or weights; the model kept its last finite state."""
+    """Training produced a non-finite loss, weights or optimizer state; the model kept its
+    last finite state."""
 
 
 class Dense:
@@ -420,10 +421,13 @@ class Sequential:
             history.epoch.extend(range(epoch, epoch + done))
             epoch += done
             if done < count:
+                # a finite loss: the weights or the optimizer state (an overflowed moment)
+                what = ("" if not np.isfinite(totals[done]) else
+                        ", weights or optimizer state became non-finite")
                 warnings.warn(
-                    f"training diverged at epoch {epoch + 1} (loss = {totals[done] / n}); "
-                    "stopped and kept the weights of the last finite epoch. Lower the "
-                    "learning rate.", DivergenceWarning, stacklevel=3)
+                    f"training diverged at epoch {epoch + 1} (loss = {totals[done] / n}"
+                    f"{what}); stopped and kept the weights of the last finite epoch. Lower "
+                    "the learning rate or scale the inputs.", DivergenceWarning, stacklevel=3)
                 break
             if adaptive:
                 per_call = epochs_per_call(elapsed)

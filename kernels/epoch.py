@@ -322,10 +322,12 @@ def _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum):
 
 @inline_ir
 def _epoch_diverged(opt, total, theta, m, v, hyper, saved):
-    # The end of an epoch: subnormal state flushed; a non-finite loss or theta undoes
-    # the epoch (True)
+    # The end of an epoch: subnormal state flushed; a non-finite loss, theta or optimizer
+    # state undoes the epoch (True). An overflowed Adam moment (v = g * g = inf from a
+    # huge but finite gradient) leaves loss and theta finite but freezes its weight for
+    # good (m / sqrt(inf) = 0): training would stall without a word.
     _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
-    if total - total == 0.0 and _finite_1d(theta):
+    if total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v):
         return False
     n_params = theta.shape[0]
     for p in range(n_params):
@@ -342,8 +344,8 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
     backward and update, with Python entered neither between batches nor between epochs.
 
     Epoch ``e``'s batch ``k`` holds samples ``orders[e, k * batch_size : (k + 1) *
-    batch_size]``; the last batch may be shorter. An epoch whose loss or weights come out
-    NaN or infinite is undone: ``theta``, ``m`` and ``v`` go back to their values at its
+    batch_size]``; the last batch may be shorter. An epoch whose loss, weights or state
+    come out NaN or infinite is undone: ``theta``, ``m`` and ``v`` go back to their values at its
     start, and no later epoch runs. After each epoch, entries of ``m`` and ``v`` below
     the smallest normal number are set to 0 (Adam's where ``epsilon`` is at least
     ``ADAM_EPS_FLOOR``; kernels/_codes.py says why).

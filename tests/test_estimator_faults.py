@@ -428,7 +428,7 @@ def test_weights_overflowing_in_the_first_epoch_keep_the_initial_weights(monkeyp
                   batch_size=len(X), learning_rate_init=1e308)
     est = MLPClassifier(**params)
     with pytest.warns(DivergenceWarning, match=r"at epoch 1 \(loss = [0-9.]+, weights "
-                                               r"became non-finite\)"):
+                                               r"or optimizer state became non-finite\)"):
         est.fit(X * 100, Y)
     assert est.n_iter_ == 0 and est.loss_curve_ == []
     def idle(self, x, y, sw, orders, hyper, t, totals):  # epochs that do nothing
@@ -454,6 +454,20 @@ def test_divergence_in_partial_fit_and_with_early_stopping():
     with pytest.warns(DivergenceWarning):
         es.fit(X * 100, YR * 1e10)
     assert np.isfinite(es._theta).all()
+
+
+def test_an_overflowed_adam_moment_stops_training_as_divergence():
+    # float32 inputs of 1e18: Adam's v = g * g overflows, loss and weights stay finite;
+    # before, the weights froze (m / sqrt(inf) = 0) silently and saving the estimator
+    # wrote a file that fastnn.load refused
+    rng = np.random.default_rng(0)
+    X32 = (rng.normal(size=(40, 2)) * 1e18).astype(np.float32)
+    y = rng.normal(size=40).astype(np.float32)
+    est = MLPRegressor(hidden_layer_sizes=(3,), max_iter=5, random_state=0)
+    with pytest.warns(DivergenceWarning, match="weights or optimizer state became non-"):
+        est.fit(X32, y)
+    assert est.n_iter_ == 0
+    assert all(np.isfinite(a).all() for a in (est._theta, est._optimizer.m, est._optimizer.v))
 
 
 def test_lbfgs_non_finite_loss_keeps_finite_weights():

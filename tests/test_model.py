@@ -403,6 +403,27 @@ def test_divergence_keeps_last_finite_weights(iris):
     assert len(history["loss"]) < 50
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_an_overflowed_adam_moment_is_divergence_and_the_model_still_saves(tmp_path, backend):
+    # Inputs large but finite for float32 (1e18, timestamps in ns): v = g * g overflows
+    # to inf while loss and weights stay finite. Before, that froze the weights (m /
+    # sqrt(inf) = 0) with no warning, and save() then wrote a file that load() refused.
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(32, 2)) * 1e18).astype(np.float32)
+    y = rng.normal(size=32)
+    model = Sequential([Dense(1, "linear")], loss="mse", dtype="float32", backend=backend,
+                       seed=0)
+    with np.errstate(over="ignore"), pytest.warns(
+            fastnn.DivergenceWarning, match=r"at epoch 1 \(loss = [0-9.e+]+, weights or "
+                                            r"optimizer state became non-finite\)"):
+        model.fit(X, y, epochs=5, batch_size=32)
+    state = model._trainer
+    assert all(np.isfinite(a).all() for a in [*model.get_weights(), state.m, state.v])
+    model.save(tmp_path / "m.npz")
+    back = fastnn.load(tmp_path / "m.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+
+
 # --- compiled predictor ---------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_compiled_predictor_matches_predict_proba(iris, backend):

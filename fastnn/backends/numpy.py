@@ -293,7 +293,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
             else:
                 sgd_update(theta, grad, m, lr, float(hyper[HYPER_MOMENTUM]))
         totals[epoch] = total
-        if not (np.isfinite(total) and np.isfinite(theta).all()):
+        if not (np.isfinite(total) and all(np.isfinite(a).all() for a in (theta, m, v))):
             for live, copy in zip((theta, m, v), saved):
                 live[...] = copy
             return epoch
