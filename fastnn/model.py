@@ -84,6 +84,14 @@ def _one_output_labels(y, units):
     return y[:, 0] if units == 1 and y.ndim == 2 and y.shape[1] == 1 else y
 
 
+def _check_overflow(finite, what, X, name):
+    # finite X (checked before) with a non-finite result: the arithmetic overflowed.
+    # Refused rather than returned: NaN probabilities make a silent 0.5 accuracy.
+    if not finite:
+        raise ValueError(f"{what} overflowed to a non-finite value; {name} holds values up "
+                         f"to {abs(X).max():.3g}: scale the inputs")
+
+
 class DivergenceWarning(RuntimeWarning):
     """Training produced a non-finite loss, weights or optimizer state; the model kept its
     last finite state."""
@@ -432,7 +440,7 @@ class Sequential:
             if adaptive:
                 per_call = epochs_per_call(elapsed)
             if val is not None:
-                metrics = self._evaluate_encoded(val[0], val[1], val[2])
+                metrics = self._evaluate_encoded(val[0], val[1], val[2], "validation_data")
                 history.history["val_loss"].append(metrics["loss"])
                 if "accuracy" in metrics:
                     history.history["val_accuracy"].append(metrics["accuracy"])
@@ -456,9 +464,7 @@ class Sequential:
             out = self._net.predict(X)
         if out is None:
             check_finite(X.data if is_csr(X) else X, "X")  # raises, naming NaN or infinity
-        if not np.isfinite(out).all():
-            raise ValueError("the network's output overflowed to a non-finite value; X holds "
-                             f"values up to {abs(X).max():.3g}: scale the inputs")
+        _check_overflow(np.isfinite(out).all(), "the network's output", X, "X")
         return out
 
     def compile_predictor(self):
@@ -489,8 +495,9 @@ class Sequential:
             return self.classes_[hit[:, 0].astype(int)] if p.shape[1] == 1 else hit.astype(int)
         return self.classes_[p.argmax(axis=1)]
 
-    def _evaluate_encoded(self, X, y, Y):
+    def _evaluate_encoded(self, X, y, Y, name="X"):
         p = self._net.predict(X)
+        _check_overflow(np.isfinite(p).all(), "the network's output", X, name)
         metrics = {"loss": output_loss(self._net, p, Y, np.ones(X.shape[0], self.dtype))}
         if self._kind != "regression":
             pred = self._decode(p)
@@ -519,6 +526,8 @@ class Sequential:
         with blas_threads(self.n_threads):
             loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype),
                                              self._hyper())
+        _check_overflow(np.isfinite(loss) and np.isfinite(grad).all(),
+                        "the loss or its gradients", X, "X")
         return loss, self._pairs(grad)
 
     # --- weights ----------------------------------------------------------------------

@@ -424,6 +424,33 @@ def test_an_overflowed_adam_moment_is_divergence_and_the_model_still_saves(tmp_p
     assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("loss, units", [("mse", 1), ("categorical_crossentropy", 3),
+                                         ("binary_crossentropy", 1)])
+def test_overflowing_outputs_are_refused_by_every_call(iris, backend, loss, units):
+    # finite inputs that overflow the network (hidden units of +-inf meet at the output):
+    # predict_proba refused them; evaluate, loss_and_gradients and the validation loss
+    # returned NaN (and an accuracy of NaN probabilities) without a word
+    Xtr, ytr, _, _ = iris
+    y = {"mse": Xtr[:, 0], "categorical_crossentropy": ytr, "binary_crossentropy": ytr > 0}[loss]
+    model = Sequential([Dense(2, "relu"), Dense(units, {"mse": "linear", "binary_crossentropy":
+                        "sigmoid"}.get(loss, "softmax"))], loss=loss, backend=backend, seed=0)
+    model.fit(Xtr, y, epochs=1)
+    w1, b1, w2, b2 = model.get_weights()
+    w1[:], w2[0], w2[1] = 1e10, 1.0, -1.0
+    model.set_weights([w1, b1, w2, b2])
+    big, y_big = np.full((2, 4), 1e300), y[:2]
+    message = r"overflowed to a non-finite value; {} holds values up to 1e\+300: scale"
+    with np.errstate(all="ignore"):
+        for call, what in [(lambda: model.predict_proba(big), "X"),
+                           (lambda: model.evaluate(big, y_big), "X"),
+                           (lambda: model.loss_and_gradients(big, y_big), "X"),
+                           (lambda: model.fit(Xtr, y, validation_data=(big, y_big)),
+                            "validation_data")]:
+            with pytest.raises(ValueError, match=message.format(what)):
+                call()
+
+
 # --- compiled predictor ---------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_compiled_predictor_matches_predict_proba(iris, backend):
