@@ -43,6 +43,8 @@ def _as_numeric(a, name):
             raise TypeError(
                 f"{name} must hold numbers, got dtype {arr.dtype} with non-numeric values"
             ) from None
+        except OverflowError:  # a Python int past float64's range (10**400)
+            raise ValueError(f"{name} holds an integer too large for float64") from None
     raise TypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
 
 

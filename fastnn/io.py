@@ -49,7 +49,9 @@ def write_model(path, header, arrays):
     The data goes to a temporary file in the same directory, is flushed to disk, then
     renamed over ``path``: a crash mid-save leaves the previous file intact.
     """
-    path = os.fspath(path)
+    # str, whatever the caller passed (bytes too); a symlink's target is what gets
+    # replaced, or the rename would swap the link itself for a file
+    path = os.path.realpath(os.fsdecode(os.fspath(path)))
     for name, arr in arrays.items():
         if name == _HEADER or not name.isidentifier():
             raise ValueError(f"invalid array name {name!r}")

@@ -81,6 +81,24 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
 
 
+def test_save_through_a_symlink_replaces_its_target_and_takes_bytes_paths(tmp_path, saved):
+    # latest.npz -> run1.npz: the rename used to swap the link itself for a file,
+    # leaving run1.npz with the old model; bytes paths failed on the temporary name
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "run1.npz"
+    target.write_bytes(saved.read_bytes())
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    model = fitted_model(optimizer=fastnn.optimizers.SGD(0.5))
+    model.save(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert_array_equal(fastnn.load(target).predict_proba(X), model.predict_proba(X))
+    assert sorted(os.listdir(tmp_path / "runs")) == ["run1.npz"]  # no temporary file left
+    model.save(os.fsencode(tmp_path / "bytes.npz"))
+    assert_array_equal(fastnn.load(tmp_path / "bytes.npz").predict_proba(X),
+                       model.predict_proba(X))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model file at"):
         fastnn.load(tmp_path / "nope.npz")

@@ -451,6 +451,19 @@ def test_overflowing_outputs_are_refused_by_every_call(iris, backend, loss, unit
                 call()
 
 
+def test_integers_past_float64_are_a_value_error_naming_the_argument(fitted):
+    # 10**400 in a list: NumPy's cast raised OverflowError ("int too large to convert to
+    # float"), naming nothing
+    row = [[10**400, 0, 0, 0]]
+    with pytest.raises(ValueError, match="X holds an integer too large for float64"):
+        fitted.predict(row)
+    with pytest.raises(ValueError, match="X holds an integer too large for float64"):
+        fitted.compile_predictor()(row)
+    reg = Sequential([Dense(1, "linear")], loss="mse")
+    with pytest.raises(ValueError, match="y holds an integer too large for float64"):
+        reg.fit(np.zeros((3, 2)), [10**400, 0, 0])
+
+
 # --- compiled predictor ---------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_compiled_predictor_matches_predict_proba(iris, backend):
