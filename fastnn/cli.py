@@ -39,6 +39,8 @@ def _iris_model(backend, lr, seed):
 
 def demo(args):
     """Train the note's iris network with both backends and compare them."""
+    import fastnn
+
     Xtr, ytr, Xte, yte = _iris_split(args.seed)
     print(f"iris: {len(Xtr)} train / {len(Xte)} test samples (stratified, standardized); "
           f"network 4-16-16-3, ReLU + softmax, Adam lr={args.lr}, batch {args.batch_size}")
@@ -47,15 +49,23 @@ def demo(args):
         model = _iris_model(backend, args.lr, args.seed)
         print(f"\n[{backend}]")
         start = time.perf_counter()
-        history = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
-                            validation_data=(Xte, yte))
+        with warnings.catch_warnings():  # a divergence is reported below, in its place
+            warnings.simplefilter("ignore", fastnn.DivergenceWarning)
+            history = model.fit(Xtr, ytr, epochs=args.epochs, batch_size=args.batch_size,
+                                validation_data=(Xte, yte))
         wall = time.perf_counter() - start
-        for e in range(args.epochs):
-            if e == 0 or (e + 1) % args.log_every == 0 or e + 1 == args.epochs:
+        ran = len(history["loss"])  # fewer than asked when training diverged (warned)
+        for e in range(ran):
+            if e == 0 or (e + 1) % args.log_every == 0 or e + 1 == ran:
                 print(f"  epoch {e + 1:4d}/{args.epochs}  loss {history['loss'][e]:.5f}  "
                       f"val_loss {history['val_loss'][e]:.5f}  "
                       f"val_acc {history['val_accuracy'][e]:.3f}  "
                       f"{1e6 * history.seconds[e]:9.1f} us")
+        if ran < args.epochs:
+            print(f"  training diverged at epoch {ran + 1}: stopped with the weights of the "
+                  "last finite epoch (lower --lr)")
+        if ran == 0:
+            return 1
         result = model.evaluate(Xte, yte)
         # The first epoch of the numba backend includes compiling (or loading) the kernels.
         per_epoch[backend] = statistics.median(history.seconds[1:] or history.seconds)
@@ -448,10 +458,17 @@ def bench(args):
     """Every workload: NumPy backend, fastnn and the peers, side by side, in one run."""
     from fastnn._workloads import INFER_WORKLOADS, WORKLOADS
 
-    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+    if args.json:
         # checked first: a full run takes minutes, and its results must have a place to go
-        print(f"--json: directory of {args.json!r} does not exist", file=sys.stderr)
-        return 2
+        directory = os.path.dirname(os.path.abspath(args.json))
+        problem = ("is a directory" if os.path.isdir(args.json) else
+                   "is in a directory that does not exist" if not os.path.isdir(directory)
+                   else "cannot be written" if not os.access(
+                       args.json if os.path.exists(args.json) else directory, os.W_OK)
+                   else None)
+        if problem:
+            print(f"--json: {args.json!r} {problem}", file=sys.stderr)
+            return 2
     if args.quick:
         args.repeats = min(args.repeats, 2)
         args.peer_repeats = 1
@@ -567,6 +584,6 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 < getattr(args, "lr", 1) < math.inf:
         parser.error(f"--lr must be a finite number > 0, got {args.lr}")
-    if getattr(args, "seed", 0) < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= getattr(args, "seed", 0) < 2**32:  # scikit-learn's and NumPy's seed range
+        parser.error(f"--seed must be in [0, 2**32), got {args.seed}")
     return args.func(args)

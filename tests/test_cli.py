@@ -40,12 +40,26 @@ def test_bench_prints_ratios_and_writes_json(tmp_path):
     (("demo", "--epochs", "0"), "--epochs must be >= 1"),
     (("demo", "--lr", "0"), "--lr must be a finite number > 0, got 0.0"),
     (("demo", "--lr", "nan"), "--lr must be a finite number > 0, got nan"),
-    (("demo", "--seed", "-1"), "--seed must be >= 0, got -1"),
+    (("demo", "--seed", "-1"), "--seed must be in [0, 2**32), got -1"),
+    (("demo", "--seed", str(2**32)), f"--seed must be in [0, 2**32), got {2**32}"),
+    (("bench", "--json", "/"), "--json: '/' is a directory"),
+    (("bench", "--json", "/no/such/dir/r.json"),
+     "--json: '/no/such/dir/r.json' is in a directory that does not exist"),
 ])
 def test_bad_cli_arguments(args, message):
+    # refused before any work (a bench run takes minutes, its results need a place)
     result = run(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_demo_reports_divergence_instead_of_crashing():
+    # --lr 1e300 diverges in the first epochs: the epochs that ran are printed, then why
+    # it stopped (an IndexError over the missing epochs before)
+    result = run("demo", "--epochs", "5", "--lr", "1e300")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"training diverged at epoch \d+: stopped with the weights of the "
+                     r"last finite epoch \(lower --lr\)", result.stdout), result.stdout
 
 
 @pytest.mark.slow
