@@ -67,18 +67,29 @@ def epochs_per_call(seconds_per_epoch):
     return max(1, min(int(CALL_SECONDS / max(seconds_per_epoch, 1e-9)), MAX_EPOCHS_PER_CALL))
 
 
+# The kernels index the flat buffer with int64; no machine holds a network near this.
+MAX_PARAMS = 2**62
+
+
 def layout(sizes):
     """Offsets of each layer's ``w`` then each layer's ``b`` in the flat buffer."""
     n_layers = len(sizes) - 1
-    offsets = np.zeros(2 * n_layers, dtype=np.int64)
+    starts = []
     pos = 0
     for layer in range(n_layers):
-        offsets[layer] = pos
-        pos += sizes[layer] * sizes[layer + 1]
+        starts.append(pos)
+        pos += int(sizes[layer]) * int(sizes[layer + 1])
     for layer in range(n_layers):
-        offsets[n_layers + layer] = pos
-        pos += sizes[layer + 1]
-    return offsets, pos
+        starts.append(pos)
+        pos += int(sizes[layer + 1])
+    if pos >= MAX_PARAMS:
+        raise ValueError(f"layer sizes {[int(s) for s in sizes]} make {pos} parameters, "
+                         f"more than {MAX_PARAMS} can be indexed")
+    return np.array(starts, dtype=np.int64).reshape(2 * n_layers), pos
+
+
+# threadpoolctl hands the limit to the BLAS libraries as a C int
+MAX_THREADS = 2**31 - 1
 
 
 def csr_arrays(x):

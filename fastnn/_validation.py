@@ -135,12 +135,15 @@ def _check_sparse_X(X, dtype, name, n_features, finite):
     return arr
 
 
-def check_positive_int(value, name, minimum=1):
-    """Return ``value`` as int, or raise if it is not an integer >= ``minimum``."""
+def check_positive_int(value, name, minimum=1, maximum=None):
+    """Return ``value`` as int, or raise if it is not an integer >= ``minimum`` (and
+    <= ``maximum``, where given)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return int(value)
 
 

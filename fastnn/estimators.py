@@ -89,6 +89,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from fastnn import kernels as K
 from fastnn._network import (
+    MAX_THREADS,
     Network,
     Trainer,
     aligned_copy,
@@ -121,7 +122,7 @@ _OUTPUT_CODES = {"identity": K.IDENTITY, "logistic": K.LOGISTIC, "softmax": K.SO
                  "exp": K.EXP, "relu": K.RELU, "tanh": K.TANH}
 _TRAINED_OUTPUTS = ("identity", "logistic", "softmax", "exp")
 _EXTRA_CONSTRAINTS = {
-    "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
+    "n_threads": [None, Interval(numbers.Integral, 1, MAX_THREADS, closed="both")],
     "backend": [StrOptions(set(BACKENDS))],
     "dtype": [None, StrOptions({"float32", "float64"}),
               Options(type, {np.float32, np.float64})],

@@ -14,6 +14,8 @@ from fastnn import kernels as K
 from fastnn import optimizers as _optimizers
 from fastnn._network import (
     ACTIVATION_CODES,
+    MAX_PARAMS,
+    MAX_THREADS,
     Network,
     Trainer,
     aligned_copy,
@@ -110,7 +112,7 @@ class Dense:
     """
 
     def __init__(self, units, activation="linear"):
-        self.units = check_positive_int(units, "units")
+        self.units = check_positive_int(units, "units", maximum=MAX_PARAMS)
         if not isinstance(activation, str) or activation not in ACTIVATION_CODES:
             raise ValueError(
                 f"unknown activation {activation!r}; expected one of {sorted(ACTIVATION_CODES)}"
@@ -197,8 +199,8 @@ class Sequential:
         get_backend(backend)
         self.dtype = check_dtype(dtype)
         self.seed = seed
-        self.n_threads = None if n_threads is None else check_positive_int(n_threads,
-                                                                             "n_threads")
+        self.n_threads = None if n_threads is None else check_positive_int(
+            n_threads, "n_threads", maximum=MAX_THREADS)
         self._rng = np.random.default_rng(seed)
         self._net = None
         self._trainer = None
@@ -402,10 +404,12 @@ class Sequential:
         # draws either way, so the weights do not depend on how epochs were grouped.
         adaptive = val is None and not verbose
         per_call = 1
-        totals = np.empty(epochs, dtype=np.float64)
+        totals = np.empty(1, dtype=np.float64)  # a call's epochs: grown as calls grow
         epoch = 0
         while epoch < epochs:
             count = min(per_call, epochs - epoch)
+            if totals.shape[0] < count:
+                totals = np.empty(count, dtype=np.float64)
             rng_state = self._rng.bit_generator.state
             for keep, arr in zip(saved, live):
                 np.copyto(keep, arr)

@@ -646,6 +646,12 @@ def test_estimators_bitwise_same_across_runs_and_thread_counts():
 
 
 # --- state left by earlier calls, weights assigned by hand --------------------------------
+def test_n_threads_past_a_c_int_is_refused_at_fit():
+    # threadpoolctl hands the limit to BLAS as a C int: a ctypes ArgumentError before
+    with pytest.raises(InvalidParameterError, match="'n_threads' parameter"):
+        MLPClassifier(n_threads=2**70).fit(X, Y)
+
+
 def test_bool_hidden_layer_size_is_a_type_error_as_in_sklearn():
     for lib in (FAST, SK):
         with pytest.raises(TypeError):

@@ -464,6 +464,29 @@ def test_integers_past_float64_are_a_value_error_naming_the_argument(fitted):
         reg.fit(np.zeros((3, 2)), [10**400, 0, 0])
 
 
+def test_sizes_past_what_the_machine_can_index_are_value_errors(iris, monkeypatch):
+    Xtr, ytr, _, _ = iris
+    with pytest.raises(ValueError, match="n_threads must be <= 2147483647, got 2147483648"):
+        Sequential([Dense(3, "softmax")], n_threads=2**31)  # threadpoolctl's C int
+    with pytest.raises(ValueError, match=r"units must be <= 4611686018427387904"):
+        Dense(2**63)
+    model = Sequential([Dense(2**62, "relu"), Dense(3, "softmax")])
+    with pytest.raises(ValueError, match=r"make \d+ parameters, more than 4611686018427387904"):
+        model.fit(Xtr, ytr)  # an OverflowError from the int64 offsets before
+    # epochs: memory per engine call, not per epoch asked for (an array of 2**40 floats
+    # was allocated up front: MemoryError); here the first epoch diverges at once
+    from fastnn._network import Trainer
+
+    def diverging(self, x, y, sw, orders, hyper, t, totals):
+        totals[:] = np.nan
+        return 0
+
+    monkeypatch.setattr(Trainer, "epochs", diverging)
+    with pytest.warns(fastnn.DivergenceWarning):
+        history = iris_model().fit(Xtr, ytr, epochs=2**40)
+    assert history["loss"] == []
+
+
 # --- compiled predictor ---------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_compiled_predictor_matches_predict_proba(iris, backend):
