@@ -955,7 +955,7 @@ class _BaseMLP(BaseEstimator):
             (labels of mixed or non-string Python objects); fit with numeric or
             ``str`` labels (``np.asarray(y, dtype=str)``) to save.
         """
-        from fastnn.io import write_model
+        from fastnn.io import STORABLE_KINDS, write_model
 
         self._check_fitted()
         params = self.get_params(deep=False)
@@ -1003,11 +1003,11 @@ class _BaseMLP(BaseEstimator):
             lb = self._label_binarizer
             for name, classes in (("classes_", self.classes_), ("lb_classes_", lb.classes_)):
                 classes = np.asarray(classes)
-                if classes.dtype.kind not in "biufU":
+                if classes.dtype.kind not in STORABLE_KINDS:
                     raise TypeError(
                         f"cannot save an estimator whose {name} has dtype {classes.dtype}: model "
-                        "files hold only numeric or unicode labels; fit with numeric or str "
-                        "labels (e.g. np.asarray(y, dtype=str)) to save")
+                        "files hold only numeric, text or datetime labels; fit with numeric or "
+                        "str labels (e.g. np.asarray(y, dtype=str)) to save")
                 arrays[name] = classes
             header["label_binarizer"] = {"y_type": str(lb.y_type_),
                                          "sparse_input": bool(lb.sparse_input_)}

@@ -22,6 +22,9 @@ FORMAT_VERSION = 1
 # with Adam state is ~20 MB; 4 GiB leaves room for wide nets without trusting a header.
 MAX_BYTES = 4 * 2**30
 _HEADER = "__header__"
+# Array kinds a model file holds: numbers, and labels as unicode or bytes text, or
+# datetimes and durations; never objects (which load through pickle)
+STORABLE_KINDS = "biufcUSMm"
 
 
 class ModelFileError(ValueError):
@@ -55,9 +58,9 @@ def write_model(path, header, arrays):
     for name, arr in arrays.items():
         if name == _HEADER or not name.isidentifier():
             raise ValueError(f"invalid array name {name!r}")
-        if np.asarray(arr).dtype.kind not in "biufU":
-            raise TypeError(f"array {name!r} has dtype {np.asarray(arr).dtype}; only numeric "
-                            "and unicode arrays can be saved")
+        if np.asarray(arr).dtype.kind not in STORABLE_KINDS:
+            raise TypeError(f"array {name!r} has dtype {np.asarray(arr).dtype}; only numeric, "
+                            "text and datetime arrays can be saved")
     full = dict(header, format=FORMAT, format_version=FORMAT_VERSION)
     payload = {_HEADER: np.frombuffer(json.dumps(full, default=_json_scalar).encode("utf-8"),
                                       dtype=np.uint8)}
@@ -123,14 +126,19 @@ def read_model(path):
             if info.file_size > MAX_BYTES:
                 raise ModelFileError(f"{path!r}: member {name!r} declares {info.file_size} "
                                      "bytes, over the model file limit")
+            if info.compress_type != zipfile.ZIP_STORED:
+                # fastnn writes members stored; a compressed one would be inflated (up to
+                # MAX_BYTES from a file of a few MB) before any check of what it holds
+                raise ModelFileError(f"{path!r}: member {name!r} is compressed; fastnn model "
+                                     "files are written uncompressed")
             try:
                 shape, dtype, offset = _member_header(zf, info)
             except Exception as exc:
                 raise ModelFileError(f"{path!r}: member {name!r} has a damaged array header "
                                      f"({exc})") from None
-            if dtype.hasobject or dtype.kind not in "biufU":
+            if dtype.hasobject or dtype.kind not in STORABLE_KINDS:
                 raise ModelFileError(f"{path!r}: member {name!r} has dtype {dtype}; model files "
-                                     "hold only numeric and unicode arrays")
+                                     "hold only numeric, text and datetime arrays")
             count = 1
             for dim in shape:
                 count *= int(dim)

@@ -99,6 +99,34 @@ def test_save_through_a_symlink_replaces_its_target_and_takes_bytes_paths(tmp_pa
                        model.predict_proba(X))
 
 
+@pytest.mark.parametrize("labels", [np.array([b"setosa", b"versicolor", b"virginica"]),
+                                    np.array([1 + 1j, 2 - 1j, 3j]),
+                                    np.datetime64("2020-01-01") + np.arange(3).astype("m8[D]"),
+                                    np.arange(3).astype("m8[s]")])
+def test_labels_fit_accepts_are_saved_and_loaded(tmp_path, labels):
+    # bytes, complex, datetime and duration labels fit; save refused them before, so a
+    # fitted model could not be kept
+    model = Sequential([Dense(8, "relu"), Dense(3, "softmax")], seed=0)
+    model.fit(X, labels[Y], epochs=2)
+    model.save(tmp_path / "m.npz")
+    back = fastnn.load(tmp_path / "m.npz")
+    assert back.classes_.dtype == labels.dtype
+    assert_array_equal(back.predict(X), model.predict(X))
+
+
+def test_compressed_members_are_refused_before_inflating(tmp_path, saved):
+    # fastnn writes members stored: a deflated one could declare gigabytes from a small
+    # file, and was inflated before anything checked what it held
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(saved) as zin, zipfile.ZipFile(bomb, "w",
+                                                        zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    with pytest.raises(ModelFileError, match="member '.*' is compressed; fastnn model files "
+                                             "are written uncompressed"):
+        fastnn.load(bomb)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model file at"):
         fastnn.load(tmp_path / "nope.npz")
@@ -296,7 +324,7 @@ def test_sparse_trained_wide_model_round_trips(tmp_path):
 
 
 def test_write_model_refuses_object_arrays(tmp_path):
-    with pytest.raises(TypeError, match="only numeric and unicode arrays"):
+    with pytest.raises(TypeError, match="only numeric, text and datetime arrays"):
         write_model(tmp_path / "x.npz", {"kind": "Sequential"}, {"a": np.array([{}], object)})
 
 
