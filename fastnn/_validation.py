@@ -59,6 +59,8 @@ def check_finite(arr, name):
             return
     if not np.isfinite(arr).all():
         what = "NaN" if np.isnan(arr).any() else "infinity"
+        if what == "infinity" and arr.dtype == np.float32:  # perhaps finite before the cast
+            what += " (or values past float32's range, 3.4e38, which become infinity)"
         raise ValueError(f"{name} contains {what}; remove or impute non-finite values")
 
 
@@ -85,7 +87,8 @@ def check_X(X, dtype, name="X", n_features=None, finite=True, sparse=False):
         raise ValueError(
             f"{name} has {arr.shape[1]} features, but the model was fitted with {n_features}"
         )
-    out = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # past float32's range: infinity, reported as such
+        out = np.ascontiguousarray(arr, dtype=dtype)
     if finite:
         check_finite(out, name)
     return out

@@ -23,7 +23,7 @@ def warmup(dtypes=("float64", "float32"), *, sparse=False):
 
     Parameters
     ----------
-    dtypes : sequence of {"float64", "float32"}, or one of them
+    dtypes : sequence of {"float64", "float32"} (or np.float64, np.float32), or one of them
     sparse : bool, default=False
         Also the CSR twins that sparse input runs on (a cold first sparse fit and
         predict took 5.8 and 1.4 s on an AMD EPYC).
@@ -34,10 +34,12 @@ def warmup(dtypes=("float64", "float32"), *, sparse=False):
         Seconds spent per dtype.
     """
     from fastnn import kernels
+    from fastnn._validation import check_dtype
     from fastnn.model import Dense, Sequential
 
-    if isinstance(dtypes, str):  # warmup("float32"): one dtype, not its characters
+    if isinstance(dtypes, (str, type, np.dtype)):  # warmup("float32"), warmup(np.float32)
         dtypes = (dtypes,)
+    dtypes = [np.dtype(check_dtype(d)).name for d in dtypes]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((8, 3))
     labels = np.arange(8) % 2

@@ -557,9 +557,23 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
     assert K.shuffled_orders.signatures
     assert set(fastnn.warmup("float32")) == {"float32"}  # one dtype named as a string
+    assert set(fastnn.warmup(np.float32)) == {"float32"}  # or as NumPy's type
+    assert set(fastnn.warmup([np.dtype("float64")])) == {"float64"}
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'int8'"):
+        fastnn.warmup("int8")
     fastnn.warmup("float64", sparse=True)
     for kernel in (K.run_epochs_csr, K.loss_grad_csr, K.predict_forward_csr):
         assert "float64" in {str(sig[0].dtype) for sig in kernel.signatures}, kernel.__name__
+
+
+def test_values_past_float32_name_the_range_in_a_float32_model(iris):
+    # 1e39 is finite as given; a float32 model's copy of it is infinity
+    Xtr, ytr, _, _ = iris
+    model = iris_model(dtype="float32")
+    model.fit(Xtr, ytr, epochs=1)
+    with pytest.raises(ValueError, match=r"X contains infinity \(or values past float32's "
+                                         r"range, 3.4e38, which become infinity\)"):
+        model.predict(np.full((1, 4), 1e39))
 
 
 def test_unclear_inputs_get_errors_that_name_them(iris):
