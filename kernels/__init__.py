@@ -2,8 +2,11 @@
 
 Kernels take C-contiguous float32/float64 arrays, ints and floats, write into their
 last arguments and return ``None`` or one scalar. An array of another layout raises
-``TypeError`` (their views and BLAS calls assume C order); beyond that they do not
-validate: the API in ``fastnn`` checks shapes, dtypes and values before any kernel runs.
+``TypeError`` (their views and BLAS calls assume C order). The per-operation kernels
+(activations, dense, losses, optimizer steps) raise ``ValueError`` when their arrays'
+shapes disagree; the engine kernels (``run_epochs``, ``loss_grad``, ``predict_forward``,
+their CSR twins) take what the API in ``fastnn`` has checked (shapes, dtypes, values,
+the layout in ``sizes`` and ``offsets``) and do not check again.
 
 The integer codes (``RELU``, ``OPT_ADAM``, ``HYPER_LR``...) load with this package; the
 kernels themselves, and numba with them, load on first attribute access, so importing

@@ -325,6 +325,20 @@ def greater(a, b):
     return b if b > a else a
 
 
+# The per-operation kernels' shape checks (the engine kernels take what fastnn's API has
+# checked): a mismatch wrote or read past an array's end, or crashed the process.
+@inline_ir
+def require_shape(a, shape, message):
+    if a.shape != shape:
+        raise ValueError(message)
+
+
+@inline_ir
+def require_length(a, n, message):
+    if a.shape[0] != n:
+        raise ValueError(message)
+
+
 # Views without reference counts. A kernel's every view (a reshape, a slice) increments
 # and later decrements its base array's count with a locked instruction, and reshape
 # calls a C helper of numba's besides: without both, a W-tiny epoch takes 0.74x the time

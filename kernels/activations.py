@@ -11,7 +11,15 @@ Activation codes (``IDENTITY`` ...) describe a layer to the fused kernels, the w
 import numpy as np
 
 from ._codes import EXP, IDENTITY, LOGISTIC, RELU, SOFTMAX, TANH
-from ._jit import flat_view, float_from_bits, inline, inline_exact, inline_ir, kernel
+from ._jit import (
+    flat_view,
+    float_from_bits,
+    inline,
+    inline_exact,
+    inline_ir,
+    kernel,
+    require_shape,
+)
 
 __all__ = ["EXP", "IDENTITY", "LOGISTIC", "RELU", "SOFTMAX", "TANH"]  # re-exported codes
 
@@ -201,24 +209,28 @@ def _derivative(code, a, grad, out):
 @kernel
 def identity_forward(z, out):
     """Copy ``z`` into ``out`` (linear output of a regressor)."""
+    require_shape(out, z.shape, "out must have the shape of z")
     _activate(IDENTITY, z, out)
 
 
 @kernel
 def relu_forward(z, out):
     """``out = max(z, 0)``; ``out`` may be ``z``."""
+    require_shape(out, z.shape, "out must have the shape of z")
     _activate(RELU, z, out)
 
 
 @kernel
 def sigmoid_forward(z, out):
     """Logistic sigmoid ``out = 1 / (1 + exp(-z))``; ``out`` may be ``z``."""
+    require_shape(out, z.shape, "out must have the shape of z")
     _activate(LOGISTIC, z, out)
 
 
 @kernel
 def tanh_forward(z, out):
     """Hyperbolic tangent; ``out`` may be ``z``."""
+    require_shape(out, z.shape, "out must have the shape of z")
     _activate(TANH, z, out)
 
 
@@ -232,34 +244,44 @@ def softmax_forward(z, out):
     out : ndarray of shape (n_samples, n_classes)
         Overwritten with probabilities; rows sum to 1. May be ``z``.
     """
+    require_shape(out, z.shape, "out must have the shape of z")
     _softmax_rows(z, out)
 
 
 @kernel
 def log_softmax_forward(z, out):
     """Row-wise log-softmax ``z - max - log(sum(exp(z - max)))``; never -inf from overflow."""
+    require_shape(out, z.shape, "out must have the shape of z")
     _log_softmax_rows(z, out)
 
 
 @kernel
 def identity_backward(a, grad, out):
     """``out = grad`` (the identity's derivative is 1)."""
+    require_shape(grad, a.shape, "grad must have the shape of a")
+    require_shape(out, a.shape, "out must have the shape of a")
     _derivative(IDENTITY, a, grad, out)
 
 
 @kernel
 def relu_backward(a, grad, out):
     """``out = grad * (a > 0)``, ``a`` the ReLU output; ``out`` may be ``grad``."""
+    require_shape(grad, a.shape, "grad must have the shape of a")
+    require_shape(out, a.shape, "out must have the shape of a")
     _derivative(RELU, a, grad, out)
 
 
 @kernel
 def sigmoid_backward(a, grad, out):
     """``out = grad * a * (1 - a)``, ``a`` the sigmoid output; ``out`` may be ``grad``."""
+    require_shape(grad, a.shape, "grad must have the shape of a")
+    require_shape(out, a.shape, "out must have the shape of a")
     _derivative(LOGISTIC, a, grad, out)
 
 
 @kernel
 def tanh_backward(a, grad, out):
     """``out = grad * (1 - a**2)``, ``a`` the tanh output; ``out`` may be ``grad``."""
+    require_shape(grad, a.shape, "grad must have the shape of a")
+    require_shape(out, a.shape, "out must have the shape of a")
     _derivative(TANH, a, grad, out)

@@ -14,6 +14,8 @@ from ._jit import (
     inline_ir,
     kernel,
     lesser,
+    require_length,
+    require_shape,
     rows_view,
     tile_dot_into,
     tile_dot_t_into,
@@ -192,6 +194,9 @@ def dense_forward(x, w, b, out):
     out : ndarray of shape (n_samples, n_out)
         Overwritten with the pre-activation ``z``.
     """
+    require_length(w, x.shape[1], "w must have one row per column of x")
+    require_shape(b, (w.shape[1],), "b must have one entry per column of w")
+    require_shape(out, (x.shape[0], w.shape[1]), "out must have the shape of x @ w")
     _matmul_bias(x, w, b, False, out)
 
 
@@ -216,6 +221,10 @@ def dense_backward(x, delta, w, alpha, denom, grad_w, grad_b):
     grad_b : ndarray of shape (n_out,)
         Overwritten.
     """
+    require_shape(w, (x.shape[1], delta.shape[1]), "w must have the shape of x.T @ delta")
+    require_length(delta, x.shape[0], "delta must have one row per row of x")
+    require_shape(grad_w, w.shape, "grad_w must have the shape of w")
+    require_shape(grad_b, (w.shape[1],), "grad_b must have one entry per column of w")
     _grad_params(x, delta, w, alpha, denom, True, grad_w, grad_b)
 
 
@@ -230,4 +239,6 @@ def dense_backward_input(delta, w, out):
     out : ndarray of shape (n_samples, n_in)
         Overwritten with dL/da of the layer's input.
     """
+    require_shape(w, (w.shape[0], delta.shape[1]), "w must have one column per column of delta")
+    require_shape(out, (delta.shape[0], w.shape[0]), "out must have the shape of delta @ w.T")
     _grad_input(delta, w, np.empty(w.size if w.size <= TRANSPOSE_MAX else 0, w.dtype), out)

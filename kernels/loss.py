@@ -10,7 +10,7 @@ loss, never inf.
 
 import numpy as np
 
-from ._jit import greater, inline, kernel, lesser
+from ._jit import greater, inline, kernel, lesser, require_shape
 from .activations import _shifted_exp_rows
 
 
@@ -117,6 +117,9 @@ def softmax_xent_grad(z, y1h, sw, eps, delta):
     float
         ``-sum_i sw_i sum_j y_ij log(p_ij)``.
     """
+    require_shape(y1h, z.shape, "y1h must have the shape of z")
+    require_shape(sw, (z.shape[0],), "sw must have one weight per row of z")
+    require_shape(delta, z.shape, "delta must have the shape of z")
     return _softmax_xent_rows(z, y1h, sw, eps, delta)
 
 
@@ -128,6 +131,9 @@ def sigmoid_bce_grad(z, y, sw, eps, delta):
     ``-sum_i sw_i sum_j [y log p + (1 - y) log(1 - p)]``. Shapes as in
     :func:`softmax_xent_grad`.
     """
+    require_shape(y, z.shape, "y must have the shape of z")
+    require_shape(sw, (z.shape[0],), "sw must have one weight per row of z")
+    require_shape(delta, z.shape, "delta must have the shape of z")
     return _sigmoid_bce_rows(z, y, sw, eps, delta)
 
 
@@ -140,6 +146,9 @@ def mse_grad(z, y, sw, gscale, delta):
     ``gscale = 1 / n_outputs`` delta is the exact gradient of that loss; scikit-learn
     uses ``gscale = 1`` (its gradient omits the mean over outputs).
     """
+    require_shape(y, z.shape, "y must have the shape of z")
+    require_shape(sw, (z.shape[0],), "sw must have one weight per row of z")
+    require_shape(delta, z.shape, "delta must have the shape of z")
     return _mse_rows(z, y, sw, gscale, delta)
 
 
@@ -151,12 +160,17 @@ def exp_poisson_grad(z, y, sw, delta):
     ``y log(y / p)`` term is 0 where ``y == 0``) and writes ``delta = sw * (p - y)``.
     Shapes as in :func:`softmax_xent_grad`.
     """
+    require_shape(y, z.shape, "y must have the shape of z")
+    require_shape(sw, (z.shape[0],), "sw must have one weight per row of z")
+    require_shape(delta, z.shape, "delta must have the shape of z")
     return _exp_poisson_rows(z, y, sw, delta)
 
 
 @kernel
 def poisson_loss(p, y, sw):
     """Half Poisson deviance sum ``sum_i sw_i sum_j [y log(y / p) - y + p]`` of predictions."""
+    require_shape(y, p.shape, "y must have the shape of p")
+    require_shape(sw, (p.shape[0],), "sw must have one weight per row of p")
     zero = p.dtype.type(0)
     total = 0.0
     for i in range(p.shape[0]):
@@ -173,6 +187,8 @@ def poisson_loss(p, y, sw):
 @kernel
 def xent_loss(p, y1h, sw, eps):
     """Categorical cross-entropy sum ``-sum_i sw_i sum_j y_ij log(clip(p_ij))`` of probabilities."""
+    require_shape(y1h, p.shape, "y1h must have the shape of p")
+    require_shape(sw, (p.shape[0],), "sw must have one weight per row of p")
     lo = p.dtype.type(eps)
     hi = p.dtype.type(1) - lo
     total = 0.0
@@ -188,6 +204,8 @@ def xent_loss(p, y1h, sw, eps):
 @kernel
 def bce_loss(p, y, sw, eps):
     """Binary cross-entropy sum of probabilities ``p``, per output column."""
+    require_shape(y, p.shape, "y must have the shape of p")
+    require_shape(sw, (p.shape[0],), "sw must have one weight per row of p")
     one = p.dtype.type(1)
     lo = p.dtype.type(eps)
     hi = one - lo
@@ -207,6 +225,8 @@ def bce_loss(p, y, sw, eps):
 @kernel
 def mse_loss(p, y, sw):
     """Squared-error sum ``sum_i sw_i * 0.5 * mean_j (p_ij - y_ij)**2``."""
+    require_shape(y, p.shape, "y must have the shape of p")
+    require_shape(sw, (p.shape[0],), "sw must have one weight per row of p")
     total = 0.0
     for i in range(p.shape[0]):
         row = p.dtype.type(0)

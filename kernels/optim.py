@@ -9,7 +9,15 @@ from ._codes import (
     SMALLEST_NORMAL_F32,
     SMALLEST_NORMAL_F64,
 )
-from ._jit import ADAM_AVX512, adam_avx512, inline, inline_ir, kernel, opaque_float
+from ._jit import (
+    ADAM_AVX512,
+    adam_avx512,
+    inline,
+    inline_ir,
+    kernel,
+    opaque_float,
+    require_shape,
+)
 
 
 @inline_ir
@@ -102,6 +110,8 @@ def sgd_update(theta, grad, velocity, lr, momentum):
         ``theta`` and ``velocity`` are updated in place.
     lr, momentum : float
     """
+    require_shape(grad, theta.shape, "grad must have the shape of theta")
+    require_shape(velocity, theta.shape, "velocity must have the shape of theta")
     _sgd(theta, grad, velocity, lr, momentum, 0, 0.0, 1.0)
 
 
@@ -112,6 +122,8 @@ def nesterov_update(theta, grad, velocity, lr, momentum):
     ``velocity = momentum * velocity - lr * grad``;
     ``theta += momentum * velocity - lr * grad``.
     """
+    require_shape(grad, theta.shape, "grad must have the shape of theta")
+    require_shape(velocity, theta.shape, "velocity must have the shape of theta")
     _nesterov(theta, grad, velocity, lr, momentum, 0, 0.0, 1.0)
 
 
@@ -134,4 +146,7 @@ def adam_update(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t):
     ----------
     Kingma & Ba, "Adam: A Method for Stochastic Optimization", arXiv:1412.6980.
     """
+    require_shape(grad, theta.shape, "grad must have the shape of theta")
+    require_shape(m, theta.shape, "m must have the shape of theta")
+    require_shape(v, theta.shape, "v must have the shape of theta")
     _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, 0, 0.0, 1.0)

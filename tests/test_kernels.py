@@ -1356,6 +1356,91 @@ def test_shuffled_orders_draws_as_sklearn_shuffle(n, epochs, seed, skip):
     assert_array_equal(ours.randint(0, 2**31, 700), theirs.randint(0, 2**31, 700))
 
 
+def _normals(*shape):
+    return np.random.default_rng(0).standard_normal(shape)
+
+
+def _loss_args(name, extra, wrong):
+    # (z or p, y, sw, *extra[, delta]) of a loss kernel with argument `wrong` one short
+    def make(f):
+        args = [f(4, 3), f(4, 3 - (wrong == "y")), f(4 - (wrong == "sw")), *extra]
+        return (*args, f(4, 3 - (wrong == "delta"))) if name.endswith("grad") else tuple(args)
+    return make
+
+
+def _loss_message(name, wrong):
+    first = "z" if name.endswith("grad") else "p"
+    y = "y1h" if name in ("softmax_xent_grad", "xent_loss") else "y"
+    if wrong == "sw":
+        return f"sw must have one weight per row of {first}"
+    return f"{y if wrong == 'y' else wrong} must have the shape of {first}"
+
+
+def _step_args(state, tail, wrong):
+    # (theta, *state arrays, *hyperparameters) of an optimizer step, `wrong` too short
+    return lambda f: (f(10), *(f(3 if a == wrong else 10) for a in state), *tail)
+
+
+SHAPE_MISMATCHES = {
+    # (kernel, arguments, message): each wrote or read past an array's end before (the
+    # short outputs of dense_forward, softmax_forward and the optimizer steps crashed the
+    # process; relu_forward's wrote silently)
+    "dense_forward out": ("dense_forward", lambda f: (f(4, 3), f(3, 5), f(5), f(2, 5)),
+                          "out must have the shape of x @ w"),
+    "dense_forward w": ("dense_forward", lambda f: (f(4, 3), f(2, 5), f(5), f(4, 5)),
+                        "w must have one row per column of x"),
+    "dense_forward b": ("dense_forward", lambda f: (f(4, 3), f(3, 5), f(4), f(4, 5)),
+                        "b must have one entry per column of w"),
+    "dense_backward w": ("dense_backward", lambda f: (f(4, 3), f(4, 5), f(2, 5), 0.1, 4.0,
+                                                      f(2, 5), f(5)),
+                         r"w must have the shape of x.T @ delta"),
+    "dense_backward delta": ("dense_backward", lambda f: (f(4, 3), f(3, 5), f(3, 5), 0.1,
+                                                          4.0, f(3, 5), f(5)),
+                             "delta must have one row per row of x"),
+    "dense_backward grad_w": ("dense_backward", lambda f: (f(4, 3), f(4, 5), f(3, 5), 0.1,
+                                                           4.0, f(3, 4), f(5)),
+                              "grad_w must have the shape of w"),
+    "dense_backward grad_b": ("dense_backward", lambda f: (f(4, 3), f(4, 5), f(3, 5), 0.1,
+                                                           4.0, f(3, 5), f(4)),
+                              "grad_b must have one entry per column of w"),
+    "dense_backward_input w": ("dense_backward_input", lambda f: (f(4, 5), f(3, 4), f(4, 3)),
+                               "w must have one column per column of delta"),
+    "dense_backward_input out": ("dense_backward_input", lambda f: (f(4, 5), f(3, 5),
+                                                                    f(4, 2)),
+                                 r"out must have the shape of delta @ w.T"),
+    **{f"{name} out": (name, lambda f: (f(4, 3), f(2, 3)), "out must have the shape of z")
+       for name in ("identity_forward", "relu_forward", "sigmoid_forward", "tanh_forward",
+                    "softmax_forward", "log_softmax_forward")},
+    **{f"{name} {arg}": (name, lambda f, arg=arg: (f(4, 3), f(4, 3 - (arg == "grad")),
+                                                   f(4, 3 - (arg == "out"))),
+                         f"{arg} must have the shape of a")
+       for name in ("identity_backward", "relu_backward", "sigmoid_backward", "tanh_backward")
+       for arg in ("grad", "out")},
+    **{f"{name} {arg}": (name, _loss_args(name, extra, arg), _loss_message(name, arg))
+       for name, extra in (("softmax_xent_grad", (1e-10,)), ("sigmoid_bce_grad", (1e-10,)),
+                           ("mse_grad", (1.0,)), ("exp_poisson_grad", ()),
+                           ("xent_loss", (1e-10,)), ("bce_loss", (1e-10,)), ("mse_loss", ()),
+                           ("poisson_loss", ()))
+       for arg in ("y", "sw", "delta") if arg != "delta" or name.endswith("grad")},
+    **{f"{name} {arg}": (name, _step_args(state, tail, arg), f"{arg} must have the shape of theta")
+       for name, state, tail in (("sgd_update", ("grad", "velocity"), (0.1, 0.9)),
+                                 ("nesterov_update", ("grad", "velocity"), (0.1, 0.9)),
+                                 ("adam_update", ("grad", "m", "v"), (0.1, 0.9, 0.999, 1e-8, 1)))
+       for arg in state},
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPE_MISMATCHES))
+def test_per_operation_kernels_refuse_arrays_whose_shapes_disagree(case):
+    name, make_args, message = SHAPE_MISMATCHES[case]
+    kernel = getattr(K, name)
+    args = make_args(_normals)
+    for a in args:  # every array is C-contiguous float64: only a shape can be wrong
+        assert not isinstance(a, np.ndarray) or a.flags.c_contiguous
+    with pytest.raises(ValueError, match=message):
+        kernel(*args)
+
+
 @numba.njit
 def _exp_all(x, subnormal, out):
     for i in range(x.shape[0]):
