@@ -853,7 +853,7 @@ class _BaseMLP(BaseEstimator):
         # and skipping it takes ~100 us off every predict call: single-row latency. Its
         # finiteness is checked by the predict kernel, in the same call.
         return (type(X) is np.ndarray and X.ndim == 2 and X.dtype.kind == "f"
-                and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
+                and X.shape[0] > 0 and X.shape[1] == self.__dict__.get("n_features_in_")
                 and "feature_names_in_" not in self.__dict__)
 
     def _validated(self, X):
@@ -871,6 +871,9 @@ class _BaseMLP(BaseEstimator):
         if check_input and not self._plain_rows(X):
             X = self._validated(X)  # everything else: lists, sparse, frames
         theta, sizes = self._packed()
+        if X.shape[1] != sizes[0]:  # where no n_features_in_ held X to it (weights set by
+            # hand): the engine reads rows as wide as the first layer
+            raise ValueError(f"X has {X.shape[1]} features, but coefs_[0] has {sizes[0]} rows")
         if theta.dtype == np.float32 and np.result_type(X.dtype, np.float32) != np.float32:
             # scikit-learn computes X @ coefs_ in NumPy's promoted type: a float32 model
             # answers float64 rows in float64, with its weights exactly as they are

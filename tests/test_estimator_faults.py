@@ -735,6 +735,10 @@ def test_weights_assigned_to_an_unfitted_estimator_predict_as_in_sklearn(backend
         got, want = est.predict(X.astype(dtype)), ref.predict(X.astype(dtype))
         assert got.dtype == want.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-5)
+        del est.n_features_in_, ref.n_features_in_  # optional, as in scikit-learn
+        np.testing.assert_array_equal(est.predict(X.astype(dtype)), got)
+        with pytest.raises(ValueError, match=r"X has 3 features, but coefs_\[0\] has 4 rows"):
+            est.predict(X[:, :3].astype(dtype))
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
