@@ -436,7 +436,10 @@ class _BaseMLP(BaseEstimator):
                              f"each, got {len(coefs)} and {len(intercepts)}")
         if n < 1:
             raise ValueError(f"n_layers_ must be at least 2, got {self.n_layers_}")
-        sizes = [np.shape(coefs[0])[0] if np.ndim(coefs[0]) == 2 else -1]
+        if np.ndim(coefs[0]) != 2:
+            raise ValueError(f"coefs_[0] has shape {np.shape(coefs[0])}, expected "
+                             "(n_features, n_units)")
+        sizes = [np.shape(coefs[0])[0]]
         for i, (w, b) in enumerate(zip(coefs, intercepts)):
             if np.ndim(w) != 2 or np.shape(w)[0] != sizes[-1]:
                 raise ValueError(f"coefs_[{i}] has shape {np.shape(w)}, expected "
@@ -644,10 +647,10 @@ class _BaseMLP(BaseEstimator):
                 f"holds {opt.m.shape[0]} parameters, the network now has "
                 f"{net.theta.shape[0]} (rebuilt since, by a fit with solver='lbfgs' or from "
                 "coefs_ of other shapes); call fit, or partial_fit on a new estimator")
-        if opt.m.dtype != net.theta.dtype:
-            opt.m, opt.v = (aligned_copy(a.astype(net.theta.dtype)) for a in (opt.m, opt.v))
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if opt.m.dtype != net.theta.dtype:
+            opt.m, opt.v = (aligned_copy(a.astype(net.theta.dtype)) for a in (opt.m, opt.v))
         early_stopping = self.early_stopping
         if early_stopping:
             stratify = Y if (self._is_classifier and self.n_outputs_ == 1) else None
@@ -977,9 +980,12 @@ class _BaseMLP(BaseEstimator):
             arrays["random_state_keys"] = keys
             params["random_state"] = None
         header["params"] = {k: _to_json(v, k) for k, v in params.items()}
+        # weights set by hand on an unfitted estimator: what a fit would have recorded
+        defaults = {"n_features_in_": int(sizes[0]), "n_iter_": 0, "t_": 0}
         for name in _INT_ATTRS:
-            if name in self.__dict__:
-                arrays[name] = np.array([getattr(self, name)], dtype=np.int64)
+            if name in self.__dict__ or name in defaults:
+                value = self.__dict__.get(name, defaults.get(name))
+                arrays[name] = np.array([value], dtype=np.int64)
         arrays["out_activation_"] = np.array([self.out_activation_], dtype=str)
         none_attrs = []
         for name in _FLOAT_ATTRS + _LIST_ATTRS:
@@ -990,8 +996,12 @@ class _BaseMLP(BaseEstimator):
                 none_attrs.append(name)
             else:
                 arrays[name] = np.array(value, dtype=np.float64).reshape(-1)
+        # state of the fitted layout only: of no use to weights of another (set by hand)
+        def fits(a):
+            return a.shape == theta.shape
+
         if "_best_theta" in self.__dict__:
-            if self._best_theta is None:
+            if self._best_theta is None or not fits(self._best_theta):
                 none_attrs.append("_best_theta")
             else:
                 arrays["best_theta"] = self._best_theta
@@ -999,7 +1009,7 @@ class _BaseMLP(BaseEstimator):
         if "feature_names_in_" in self.__dict__:
             arrays["feature_names_in_"] = np.asarray(self.feature_names_in_, dtype=str)
         opt = getattr(self, "_optimizer", None)
-        if opt is not None:
+        if opt is not None and fits(opt.m):
             header["optimizer"] = {k: _to_json(getattr(opt, k), k) for k in _OPT_FIELDS}
             arrays["opt_m"], arrays["opt_v"] = opt.m, opt.v
         if self._is_classifier:
@@ -1091,11 +1101,12 @@ class _BaseMLP(BaseEstimator):
         else:
             out_activation = est._output_activation()
         saved_act = arrays["out_activation_"]
+        # the fit's own, or one a user may set by hand to read raw or hidden outputs
+        allowed = sorted({out_activation, "identity", "relu", "tanh"})
         if saved_act.shape != (1,) or saved_act.dtype.kind != "U" \
-                or str(saved_act[0]) not in _OUTPUT_CODES:
-            raise ModelFileError(f"out_activation_ {saved_act!r} is not one of "
-                                 f"{sorted(_OUTPUT_CODES)} (a fit sets {out_activation!r})")
-        out_activation = str(saved_act[0])  # as saved: a user may have set another
+                or str(saved_act[0]) not in allowed:
+            raise ModelFileError(f"out_activation_ {saved_act!r} is not one of {allowed}")
+        out_activation = str(saved_act[0])
         est.n_features_in_, est.n_outputs_ = n_features, n_outputs
         est.n_iter_, est.t_ = get_int("n_iter_", 0), get_int("t_", 0)
         if "_no_improvement_count" in arrays:

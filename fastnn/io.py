@@ -108,7 +108,7 @@ def read_model(path):
     ModelFileError
         The file is not a fastnn model file, is damaged, or declares unsafe content.
     """
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     try:

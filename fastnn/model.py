@@ -444,7 +444,7 @@ class Sequential:
             if adaptive:
                 per_call = epochs_per_call(elapsed)
             if val is not None:
-                metrics = self._evaluate_encoded(val[0], val[1], val[2], "validation_data")
+                metrics = self._evaluate_encoded(val[0], val[1], val[2], refuse=False)
                 history.history["val_loss"].append(metrics["loss"])
                 if "accuracy" in metrics:
                     history.history["val_accuracy"].append(metrics["accuracy"])
@@ -499,9 +499,18 @@ class Sequential:
             return self.classes_[hit[:, 0].astype(int)] if p.shape[1] == 1 else hit.astype(int)
         return self.classes_[p.argmax(axis=1)]
 
-    def _evaluate_encoded(self, X, y, Y, name="X"):
+    def _evaluate_encoded(self, X, y, Y, refuse=True):
+        # refuse=False (the validation data of a running fit): an overflowed output gives
+        # NaN metrics with a warning, and training goes on (its own numbers are finite)
         p = self._net.predict(X)
-        _check_overflow(np.isfinite(p).all(), "the network's output", X, name)
+        if not np.isfinite(p).all():
+            if refuse:
+                _check_overflow(False, "the network's output", X, "X")
+            warnings.warn("the network's output on validation_data overflowed to a "
+                          f"non-finite value (it holds values up to {abs(X).max():.3g}): "
+                          "val_loss is nan; scale the inputs", RuntimeWarning, stacklevel=4)
+            nan = {"loss": float("nan")}
+            return nan if self._kind == "regression" else dict(nan, accuracy=float("nan"))
         metrics = {"loss": output_loss(self._net, p, Y, np.ones(X.shape[0], self.dtype))}
         if self._kind != "regression":
             pred = self._decode(p)

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import time
 import zipfile
 
@@ -286,6 +287,9 @@ DAMAGE = {
                             "target type 'continuous'"),
     "out activation": (lambda h, a: _set(a, "out_activation_", np.array(["swish"])),
                        "'swish'.* is not one of"),
+    "out activation of a regressor": (
+        lambda h, a: _set(a, "out_activation_", np.array(["exp"])),
+        r"'exp'.* is not one of \['identity', 'relu', 'softmax', 'tanh'\]"),
     "loss curve 2-D": (lambda h, a: _set(a, "loss_curve_", np.zeros((2, 2))),
                        "loss_curve_ must be a 1-D float array"),
     "loss scalar of strings": (lambda h, a: _set(a, "loss_", np.array(["x"])),
@@ -358,6 +362,21 @@ def test_a_network_changed_after_fit_saves_and_loads_as_it_is(tmp_path):
         assert back.hidden_layer_sizes == est.hidden_layer_sizes
         assert back.out_activation_ == est.out_activation_
         assert_array_equal(getattr(back, method)(X), getattr(est, method)(X))
+    # hidden units pruned by hand from a fitted estimator, and weights set by hand on an
+    # unfitted one: saved and loaded as they are (the fit's best weights and optimizer
+    # state, of the old layout, stay behind; a hand-built one gets n_iter_ = t_ = 0)
+    pruned = MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, X[:, 0])
+    pruned.coefs_ = [pruned.coefs_[0][:, :3], pruned.coefs_[1][:3]]
+    pruned.intercepts_ = [pruned.intercepts_[0][:3], pruned.intercepts_[1]]
+    built = MLPRegressor()
+    built.coefs_, built.intercepts_ = pruned.coefs_, pruned.intercepts_
+    built.n_layers_, built.n_outputs_, built.out_activation_ = 3, 1, "identity"
+    for name, est in (("pruned", pruned), ("built", built)):
+        est.save(tmp_path / f"{name}.npz")
+        back = fastnn.load(os.fsencode(tmp_path / f"{name}.npz"))  # a bytes path too
+        assert_array_equal(back.predict(X), est.predict(X))
+        assert [w.shape for w in back.coefs_] == [(4, 3), (3, 1)]
+    assert back.n_iter_ == back.t_ == 0 and back.n_features_in_ == 4
     # a network whose outputs no longer match n_outputs_ is refused before writing
     reg.coefs_, reg.intercepts_, reg.n_layers_ = reg.coefs_[:-1], reg.intercepts_[:-1], 3
     with pytest.raises(ValueError, match="coefs_ describe a network of 4 outputs, but "
