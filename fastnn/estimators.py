@@ -756,6 +756,8 @@ class _BaseMLP(BaseEstimator):
                         self._no_improvement_count = 0
                 if done < count:  # the engine has already undone the diverging epoch
                     total = float(totals[done])
+                    if "loss_" not in self.__dict__:  # no epoch ever finished: NaN, as
+                        self.loss_ = np.float64(np.nan)  # scikit-learn's and L-BFGS's
                     # a finite loss with non-finite weights or optimizer state: an update
                     # or a moment overflowed, or a NaN in X let through under
                     # assume_finite=True

@@ -431,6 +431,7 @@ def test_weights_overflowing_in_the_first_epoch_keep_the_initial_weights(monkeyp
                                                r"or optimizer state became non-finite\)"):
         est.fit(X * 100, Y)
     assert est.n_iter_ == 0 and est.loss_curve_ == []
+    assert np.isnan(est.loss_)  # no epoch finished (an AttributeError before)
     def idle(self, x, y, sw, orders, hyper, t, totals):  # epochs that do nothing
         totals[:] = 0.0
         return len(orders)
