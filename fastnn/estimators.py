@@ -37,9 +37,10 @@ Where fastnn deliberately differs (each only on a failure path):
 
 - Divergence: an epoch whose loss, weights or optimizer state become non-finite is
   undone, a ``fastnn.DivergenceWarning`` is issued and training stops; the estimator
-  keeps the weights of the last finite epoch (scikit-learn trains on to NaN weights and raises
-  "Solver produced non-finite parameter weights", leaving them in place). L-BFGS keeps
-  its last accepted iterate with a finite loss. The warning is a
+  keeps the weights of the last finite epoch (``loss_`` NaN if none ever finished;
+  scikit-learn trains on to NaN weights and raises "Solver produced non-finite parameter
+  weights", leaving them in place). L-BFGS keeps its last accepted iterate with a finite
+  loss. The warning is a
   ``SolverDivergenceWarning``, both a ``fastnn.DivergenceWarning`` and a scikit-learn
   ``ConvergenceWarning`` (which scikit-learn's L-BFGS issues there).
 - A warm-started ``fit`` or a ``partial_fit`` whose ``hidden_layer_sizes``, number of
