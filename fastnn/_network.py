@@ -85,7 +85,7 @@ def layout(sizes):
     if pos >= MAX_PARAMS:
         raise ValueError(f"layer sizes {[int(s) for s in sizes]} make {pos} parameters, "
                          f"more than {MAX_PARAMS} can be indexed")
-    return np.array(starts, dtype=np.int64).reshape(2 * n_layers), pos
+    return np.array(starts, dtype=np.int64), pos
 
 
 # threadpoolctl hands the limit to the BLAS libraries as a C int

@@ -141,6 +141,14 @@ def _check_sparse_X(X, dtype, name, n_features, finite):
     return arr
 
 
+def overflow_error(what, X, name="X"):
+    """The ValueError for a non-finite result of finite (checked) input ``X``: the
+    arithmetic overflowed. Callers raise it rather than return NaN (NaN probabilities
+    make a silent accuracy of chance)."""
+    return ValueError(f"{what} overflowed to a non-finite value; {name} holds values up to "
+                      f"{abs(X).max():.3g}: scale the inputs")
+
+
 def check_positive_int(value, name, minimum=1, maximum=None):
     """Return ``value`` as int, or raise if it is not an integer >= ``minimum`` (and
     <= ``maximum``, where given)."""

@@ -101,7 +101,7 @@ from fastnn._network import (
     layout,
     make_hyper,
 )
-from fastnn._validation import as_engine_csr, check_dtype
+from fastnn._validation import as_engine_csr, check_dtype, overflow_error
 from fastnn.model import DivergenceWarning
 from fastnn.backends import BACKENDS
 from fastnn.backends import numpy as numpy_engine
@@ -901,8 +901,7 @@ class _BaseMLP(BaseEstimator):
                                                    net.acts)
         if check_input and not _finite_2d(out):
             # scikit-learn returns NaN (predict: an arbitrary class) here; refuse instead.
-            raise ValueError("the network's output overflowed to a non-finite value; X holds "
-                             f"values up to {abs(X).max():.3g}: scale the inputs")
+            raise overflow_error("the network's output", X)
         return out
 
     def _score(self, X, y, sample_weight=None):

@@ -32,6 +32,7 @@ from fastnn._validation import (
     check_positive_int,
     check_X,
     is_sparse_matrix,
+    overflow_error,
 )
 from fastnn.backends import get_backend
 
@@ -84,14 +85,6 @@ def _one_output_labels(y, units):
     # A classifier with one output unit takes its labels as a column (n, 1) too, as Keras
     # does: the column's values are the labels
     return y[:, 0] if units == 1 and y.ndim == 2 and y.shape[1] == 1 else y
-
-
-def _check_overflow(finite, what, X, name):
-    # finite X (checked before) with a non-finite result: the arithmetic overflowed.
-    # Refused rather than returned: NaN probabilities make a silent 0.5 accuracy.
-    if not finite:
-        raise ValueError(f"{what} overflowed to a non-finite value; {name} holds values up "
-                         f"to {abs(X).max():.3g}: scale the inputs")
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -468,7 +461,8 @@ class Sequential:
             out = self._net.predict(X)
         if out is None:
             check_finite(X.data if is_csr(X) else X, "X")  # raises, naming NaN or infinity
-        _check_overflow(np.isfinite(out).all(), "the network's output", X, "X")
+        if not np.isfinite(out).all():
+            raise overflow_error("the network's output", X)
         return out
 
     def compile_predictor(self):
@@ -504,11 +498,11 @@ class Sequential:
         # NaN metrics with a warning, and training goes on (its own numbers are finite)
         p = self._net.predict(X)
         if not np.isfinite(p).all():
+            error = overflow_error("the network's output", X, "X" if refuse else
+                                   "validation_data")
             if refuse:
-                _check_overflow(False, "the network's output", X, "X")
-            warnings.warn("the network's output on validation_data overflowed to a "
-                          f"non-finite value (it holds values up to {abs(X).max():.3g}): "
-                          "val_loss is nan; scale the inputs", RuntimeWarning, stacklevel=4)
+                raise error
+            warnings.warn(f"{error} (val_loss is nan)", RuntimeWarning, stacklevel=4)
             nan = {"loss": float("nan")}
             return nan if self._kind == "regression" else dict(nan, accuracy=float("nan"))
         metrics = {"loss": output_loss(self._net, p, Y, np.ones(X.shape[0], self.dtype))}
@@ -539,8 +533,8 @@ class Sequential:
         with blas_threads(self.n_threads):
             loss, grad = self._net.loss_grad(X, Y, np.ones(X.shape[0], self.dtype),
                                              self._hyper())
-        _check_overflow(np.isfinite(loss) and np.isfinite(grad).all(),
-                        "the loss or its gradients", X, "X")
+        if not (np.isfinite(loss) and np.isfinite(grad).all()):
+            raise overflow_error("the loss or its gradients", X)
         return loss, self._pairs(grad)
 
     # --- weights ----------------------------------------------------------------------

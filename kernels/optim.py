@@ -69,7 +69,7 @@ def _adam(theta, grad, m, v, lr, beta_1, beta_2, epsilon, t, n_weights, alpha, d
     d = theta.dtype.type(denom)
     if ADAM_AVX512:  # a compile-time constant: AVX-512 (kernels/_jit.py)
         adam_avx512(theta, grad, m, v, n_weights, b1, c1, b2, c2, neg_step, eps, a,
-                       theta.dtype.type(1) / d)
+                    theta.dtype.type(1) / d)
     else:
         for p in range(theta.shape[0]):
             g = _batch_grad(grad, theta, p, n_weights, a, d)

@@ -447,9 +447,9 @@ def test_overflowing_outputs_are_refused_by_every_call(iris, backend, loss, unit
             with pytest.raises(ValueError, match=message.format("X")):
                 call()
         # a fit's validation data: training (finite) goes on, the metric is NaN, and said
-        with pytest.warns(RuntimeWarning, match="output on validation_data overflowed to a "
-                                                r"non-finite value \(it holds values up to "
-                                                r"1e\+300\): val_loss is nan"):
+        with pytest.warns(RuntimeWarning, match=r"output overflowed to a non-finite value; "
+                                                r"validation_data holds values up to 1e\+300: "
+                                                r"scale the inputs \(val_loss is nan\)"):
             history = model.fit(Xtr, y, epochs=2, validation_data=(big, y_big))
     assert len(history["loss"]) == 2 and np.isnan(history["val_loss"]).all()
     assert np.isfinite(history["loss"]).all()
