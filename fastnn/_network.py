@@ -105,6 +105,9 @@ def is_csr(x):
     return type(x) is not np.ndarray and getattr(x, "format", None) == "csr"
 
 
+_HIDDEN_CODES = (K.IDENTITY, K.RELU, K.LOGISTIC, K.TANH)
+
+
 class Network:
     """Sizes, activation codes, dtype, backend and the flat parameter buffer ``theta``.
 
@@ -122,6 +125,11 @@ class Network:
     def __init__(self, sizes, acts, dtype, backend):
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.acts = np.asarray(acts, dtype=np.int64)
+        # the numba kernels apply only these to hidden layers (softmax and exp are kept out
+        # of the training kernels' compile); every API refuses the others there first
+        hidden = [int(code) for code in self.acts[:-1]]
+        if any(code not in _HIDDEN_CODES for code in hidden):
+            raise ValueError(f"hidden layers take identity, relu, sigmoid or tanh, got codes {hidden}")
         self.dtype = dtype
         self.backend = backend
         self.engine = get_backend(backend)

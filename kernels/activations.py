@@ -169,22 +169,32 @@ def _log_softmax_rows(z, out):
 
 
 @inline
-def _activate(code, z, out):
-    # out may be z itself.
-    if code == SOFTMAX:
-        _softmax_rows(z, out)  # row-wise; reads each element before writing it
-        return
-    _copy_unless_same(z, out)
-    v = flat_view(out)
+def _activate_hidden(code, z):
+    # A hidden layer's activation, in place. Softmax and exp are output activations only
+    # (the API refuses them on hidden layers), and leaving them out of this helper keeps
+    # softmax's code out of the training kernels, which never apply an output activation.
+    v = flat_view(z)
     if code == RELU:
         _relu_inplace(v)
     elif code == LOGISTIC:
         _logistic_inplace(v)
     elif code == TANH:
         _tanh_inplace(v)
-    elif code == EXP:
+
+
+@inline
+def _activate(code, z, out):
+    # out may be z itself.
+    if code == SOFTMAX:
+        _softmax_rows(z, out)  # row-wise; reads each element before writing it
+        return
+    _copy_unless_same(z, out)
+    if code == EXP:
+        v = flat_view(out)
         for p in range(v.shape[0]):
             v[p] = np.exp(v[p])
+    else:
+        _activate_hidden(code, out)
 
 
 @inline

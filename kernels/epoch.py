@@ -32,7 +32,7 @@ from ._codes import (
     OPT_NESTEROV,
 )
 from ._jit import borrowed, flat_view, greater, inline_ir, kernel, lesser, rows_view
-from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _derivative
+from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _activate_hidden, _derivative
 from .dense import (
     TRANSPOSE_MAX,
     _csr_grad_params,
@@ -70,7 +70,7 @@ def _forward(x, first, theta, sizes, offsets, acts, work, cap, out):
         hidden_relu = layer < n_layers - 1 and acts[layer] == RELU
         _matmul_bias(a_in, w, b, hidden_relu, z)
         if layer < n_layers - 1 and not hidden_relu:
-            _activate(acts[layer], z, z)
+            _activate_hidden(acts[layer], z)
         a_in = z
 
 
@@ -233,7 +233,7 @@ def _csr_loss_and_grad(data, indices, indptr, rows, y, sw, theta, sizes, offsets
     hidden_relu = n_layers > 1 and acts[0] == RELU
     _csr_matmul_bias(data, indices, indptr, rows, w, theta[b0 : b0 + width], hidden_relu, z0)
     if n_layers > 1 and not hidden_relu:
-        _activate(acts[0], z0, z0)
+        _activate_hidden(acts[0], z0)
     loss, sw_sum, delta = _loss_and_grad(z0, 1, y, sw, theta, sizes, offsets, acts, hyper,
                                          work, cap, scale, grad)
     _csr_grad_params(data, indices, indptr, rows, delta, w, theta.dtype.type(hyper[HYPER_ALPHA]),
@@ -565,7 +565,7 @@ def predict_forward_csr(data, indices, indptr, theta, sizes, offsets, acts, out)
         _csr_matmul_bias(data, indices, indptr, np.arange(start, stop), w, b, hidden_relu, z0)
         if n_layers > 1:
             if not hidden_relu:
-                _activate(acts[0], z0, z0)
+                _activate_hidden(acts[0], z0)
             _forward(z0, 1, theta, sizes, offsets, acts, work, cap, z)
         _activate(out_code, z, z)
     return True

@@ -338,6 +338,14 @@ def test_inconsistent_architecture():
         Sequential([Dense(3, "relu")], loss="categorical_crossentropy")
     with pytest.raises(ValueError, match="softmax is only supported on the output layer"):
         Sequential([Dense(3, "softmax"), Dense(3, "softmax")])
+    # the layer below the APIs: the numba kernels apply only hidden activations there
+    from fastnn import kernels as K
+    from fastnn._network import Network
+
+    for code in (K.SOFTMAX, K.EXP):
+        with pytest.raises(ValueError, match=r"hidden layers take identity, relu, sigmoid or "
+                                             rf"tanh, got codes \[{K.RELU}, {code}\]"):
+            Network([4, 3, 3, 2], [K.RELU, code, K.SOFTMAX], np.float64, "numpy")
     with pytest.raises(ValueError, match="units must be >= 1, got 0"):
         Dense(0)
     with pytest.raises(TypeError, match="layers\\[0\\] must be a fastnn.Dense"):
