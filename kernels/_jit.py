@@ -777,6 +777,19 @@ class _Vectors:
             self.builder.call(self._masked_store, [value, at, self._align, mask])
 
 
+def _loop_not_unrolled(module):
+    # A loop's llvm.loop metadata, {itself, "llvm.loop.unroll.disable"}. LLVM unrolled
+    # each tile's k loop about five times (310 multiply-adds in the machine code of the
+    # product helper, whose tiles have 62), while one step of a tile already holds the
+    # multiply-add unit for 6-12 cycles: W-tiny and W-small epochs even without it, and
+    # a cold W-compile 0.91x (README, kernel notes).
+    disable = module.add_metadata([llvmlite.ir.MetaDataString(module,
+                                                              "llvm.loop.unroll.disable")])
+    loop_id = llvmlite.ir.values.MDValue(module, [disable], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, disable)  # a loop's ID is distinct: it refers to itself
+    return loop_id
+
+
 def _tile_codegen(transpose_a, column_sums=False):
     # column_sums: (b, out) instead of (a, b, out), out = ones(1, len(b)) @ b as a 1-D
     # array: the one-row tile with 1 for a, whose multiply-adds are plain additions.
@@ -839,7 +852,8 @@ def _tile_codegen(transpose_a, column_sums=False):
             for r in range(rows):
                 for phi, value in zip(sums[r], new[r]):
                     phi.add_incoming(value, last)
-            builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+            back = builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+            back.set_metadata("llvm.loop", _loop_not_unrolled(builder.module))
             builder.position_at_end(done)
             results = []
             for r in range(rows):

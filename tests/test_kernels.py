@@ -142,6 +142,27 @@ def _tile_products(width):
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
                     reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
                            "with no Python body; their JIT-off twins are np.dot")
+def test_register_tile_loops_are_not_unrolled():
+    # Each tile's multiply-adds appear once in the machine code: a tile of r rows and w
+    # vectors, one of r rows and a single vector, and one with a masked vector, for
+    # every height. LLVM unrolled the k loops about five times (310 for these 62), at a
+    # cost in compile time and no gain in speed.
+    tile = _jit._tile_intrinsic(False)
+
+    @numba.njit(**_jit._OPTS)
+    def product(a, b, out):
+        tile(a, b, out)
+
+    square = np.zeros((1, 1))
+    product(square, square, square)
+    asm = product.inspect_asm(product.signatures[0])
+    fmas = [line for line in asm.splitlines() if re.search(r"\bvfn?m(add|sub)\d", line)]
+    assert len(fmas) == sum(rows * (width + 2) for rows, width in TILE_WIDTH.items())
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
+                           "with no Python body; their JIT-off twins are np.dot")
 def test_register_tiles_are_as_wide_as_the_cpus_vectors():
     from numba.core.registry import cpu_target
 
