@@ -790,17 +790,28 @@ def _loop_not_unrolled(module):
     return loop_id
 
 
-def _tile_codegen(transpose_a, column_sums=False):
+def _tile_codegen(transpose_a, column_sums=False, epilogue=None):
     # column_sums: (b, out) instead of (a, b, out), out = ones(1, len(b)) @ b as a 1-D
     # array: the one-row tile with 1 for a, whose multiply-adds are plain additions.
+    # epilogue: (a, b, extra, flag, out), applied to each sum as it is stored:
+    # "bias": out = a @ b + extra (a 1-D bias), then max(out, 0) where flag (ReLU);
+    # "gate": out = a @ b where extra > 0 or not flag, else 0 (ReLU's derivative in
+    # terms of its output extra, of out's shape). The sum is rounded first and the bias
+    # added after, as the separate passes they replace did: the same bits.
     def codegen(context, builder, sig, args):
         dtype = sig.args[0].dtype
         lanes = tile_bytes(context) // np.dtype(str(dtype)).itemsize
         ops = _Vectors(context, builder, dtype, lanes)
         intp, zero = ops.intp, ops.zero
         arrays = [context.make_array(ty)(context, builder, value=val)
-                  for ty, val in zip(sig.args, args)]
-        a, b, out = [None, *arrays] if column_sums else arrays
+                  for ty, val in zip(sig.args, args) if isinstance(ty, numba.types.Array)]
+        if epilogue:
+            a, b, extra, out = arrays
+            flag = context.cast(builder, args[3], sig.args[3], numba.types.boolean)
+            # lanes kept as they are: all of them where the flag is off
+            keep_all = ops.splat(builder.not_(flag), llvmlite.ir.VectorType(flag.type, lanes))
+        else:
+            a, b, out = [None, *arrays] if column_sums else arrays
         depth, n = cgutils.unpack_tuple(builder, b.shape, 2)
         if column_sums:
             m = intp(1)
@@ -820,6 +831,13 @@ def _tile_codegen(transpose_a, column_sums=False):
                     with builder.if_then(builder.icmp_signed(">", count, intp(0))):
                         cgutils.do_boundscheck(context, builder, builder.sub(count, intp(1)),
                                                dim)
+                if epilogue:  # a bias as long as a row of out; a gate of out's shape
+                    extra_dims = cgutils.unpack_tuple(builder, extra.shape, sig.args[2].ndim)
+                    counts = (n,) if epilogue == "bias" else (m, n)
+                    for count, dim in zip(counts, extra_dims):
+                        with builder.if_then(builder.icmp_signed(">", count, intp(0))):
+                            cgutils.do_boundscheck(context, builder,
+                                                   builder.sub(count, intp(1)), dim)
 
         def tile(i0, j0, rows, masks):
             # out[i0 : i0 + rows, j0 : j0 + len(masks) * lanes] = op(a)[i0 : i0 + rows] @ b
@@ -862,24 +880,33 @@ def _tile_codegen(transpose_a, column_sums=False):
                     result.add_incoming(zero, entry)
                     result.add_incoming(value, last)
                     results.append(result)
+            if epilogue == "bias":
+                biases = [ops.load(ops.at(extra, builder.add(j0, intp(v * lanes))), mask)
+                          for v, mask in enumerate(masks)]
             for r in range(rows):
                 row = builder.add(builder.mul(builder.add(i0, intp(r)), n), j0)
                 for v, mask in enumerate(masks):
-                    ops.store(results[r * len(masks) + v],
-                              ops.at(out, builder.add(row, intp(v * lanes))), mask)
-
-        whole = builder.mul(builder.sdiv(n, intp(lanes)), intp(lanes))
-        tail_mask = ops.below(whole, n)
+                    value = results[r * len(masks) + v]
+                    at = builder.add(row, intp(v * lanes))
+                    if epilogue == "bias":
+                        value = builder.fadd(value, biases[v])
+                        test = value
+                    elif epilogue == "gate":
+                        test = ops.load(ops.at(extra, at), mask)
+                    if epilogue:
+                        keep = builder.or_(keep_all, builder.fcmp_ordered(">", test, zero))
+                        value = builder.select(keep, value, zero)
+                    ops.store(value, ops.at(out, at), mask)
 
         def row_block(i0, rows):
             step = lanes * TILE_WIDTH[rows]
             tiled = builder.mul(builder.sdiv(n, intp(step)), intp(step))
             with cgutils.for_range_slice(builder, intp(0), tiled, intp(step)) as (j0, _):
                 tile(i0, j0, rows, [None] * TILE_WIDTH[rows])
-            with cgutils.for_range_slice(builder, tiled, whole, intp(lanes)) as (j0, _):
-                tile(i0, j0, rows, [None])
-            with builder.if_then(builder.icmp_signed("<", whole, n)):
-                tile(i0, whole, rows, [tail_mask])
+            # the columns left, a vector at a time, the last one masked: one loop, not a
+            # loop of whole vectors and a masked tile after it (fewer tiles to compile)
+            with cgutils.for_range_slice(builder, tiled, n, intp(lanes)) as (j0, _):
+                tile(i0, j0, rows, [ops.below(j0, n)])
 
         if column_sums:
             row_block(intp(0), 1)
@@ -912,6 +939,24 @@ def _tile_intrinsic(transpose_a):
         return None
 
     return tile_product
+
+
+def _tile_epilogue_intrinsic(epilogue):
+    codegen = _tile_codegen(False, epilogue=epilogue)
+    extra_ndim = 1 if epilogue == "bias" else 2
+
+    @intrinsic
+    def tile_product_then(typingctx, a, b, extra, flag, out):
+        arrays = (a, b, extra, out)
+        if (all(isinstance(t, numba.types.Array) and t.layout == "C" for t in arrays)
+                and a.ndim == b.ndim == out.ndim == 2 and extra.ndim == extra_ndim
+                and a.dtype == b.dtype == extra.dtype == out.dtype
+                and str(a.dtype) in _GEMM
+                and isinstance(flag, (numba.types.Boolean, numba.types.Integer))):
+            return numba.types.void(a, b, extra, flag, out), codegen
+        return None
+
+    return tile_product_then
 
 
 def _column_sums_intrinsic():
@@ -947,8 +992,27 @@ def tile_dot_t_into(a, b, out):
     np.dot(a.T, b, out)
 
 
+def tile_dot_bias_into(a, b, bias, relu, out):
+    """``out = a @ b + bias`` in register tiles, then ``max(out, 0)`` where ``relu``: the
+    bits of the product followed by the separate bias and ReLU passes."""
+    np.dot(a, b, out)
+    out += bias
+    if relu:
+        np.copyto(out, 0, where=~(out > 0))
+
+
+def tile_dot_gate_into(a, b, gate, gated, out):
+    """``out = a @ b`` in register tiles, 0 where ``gated`` and not ``gate > 0``: a
+    product times ReLU's derivative, written in terms of ReLU's output ``gate``."""
+    np.dot(a, b, out)
+    if gated:
+        np.copyto(out, 0, where=~(gate > 0))
+
+
 if not numba.config.DISABLE_JIT:
     tile_dot_into, tile_dot_t_into = _tile_intrinsic(False), _tile_intrinsic(True)  # noqa: F811
+    tile_dot_bias_into = _tile_epilogue_intrinsic("bias")  # noqa: F811
+    tile_dot_gate_into = _tile_epilogue_intrinsic("gate")  # noqa: F811
     column_sums_into = _column_sums_intrinsic()  # noqa: F811
 
 

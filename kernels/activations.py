@@ -104,6 +104,14 @@ def _relu_inplace(v):
 
 
 @inline_ir
+def _relu_derivative_inplace(a, g):
+    # g *= ReLU'(z), in terms of ReLU's output a (flat views of one length)
+    zero = g.dtype.type(0)
+    for p in range(g.shape[0]):
+        g[p] = g[p] if a[p] > zero else zero
+
+
+@inline_ir
 def _logistic_inplace(v):
     one = v.dtype.type(1)
     for p in range(v.shape[0]):
@@ -206,8 +214,7 @@ def _derivative(code, a, grad, out):
     one = g.dtype.type(1)
     zero = g.dtype.type(0)
     if code == RELU:
-        for p in range(g.shape[0]):
-            g[p] = g[p] if f[p] > zero else zero
+        _relu_derivative_inplace(f, g)
     elif code == LOGISTIC:
         for p in range(g.shape[0]):
             g[p] = g[p] * f[p] * (one - f[p])

@@ -9,6 +9,7 @@ from ._jit import (
     dot_nt_cols_into,
     dot_nt_into,
     dot_t_into,
+    flat_view,
     greater,
     inline,
     inline_ir,
@@ -17,9 +18,11 @@ from ._jit import (
     require_length,
     require_shape,
     rows_view,
-    tile_dot_into,
+    tile_dot_bias_into,
+    tile_dot_gate_into,
     tile_dot_t_into,
 )
+from .activations import _relu_derivative_inplace
 
 # Products of at most TILE_MAX multiply-adds run in the kernels' register tiles
 # (kernels/_jit.py), larger ones through BLAS (_jit.py's direct gemm calls, into
@@ -57,13 +60,10 @@ SMALL_GEMM_MAX = SMALL_GEMM_RANGE if BLAS_CORE == "skylakex" else 0
 SMALL_GEMM_BLOCK = 1200
 
 
-@inline
-def _dot(a, b, out):
-    # out = a @ b, in the tiles or through BLAS by the rule above
-    if a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[1] <= TILE_MAX:
-        tile_dot_into(a, b, out)
-    else:
-        dot_into(a, b, out)
+@inline_ir
+def _tiled(a, b):
+    # whether a @ b runs in the tiles, by the rule above
+    return a.shape[0] < FEW_ROWS or a.shape[0] * a.shape[1] * b.shape[1] <= TILE_MAX
 
 
 @inline
@@ -77,11 +77,16 @@ def _dot_t(a, b, out):
 
 @inline
 def _matmul_bias(x, w, b, relu, out):
-    # out = x @ w + b, with ReLU applied in the same pass when relu. Written back after the
-    # sum, ReLU's zeros are plain stores; in place on its own (z = z if z > 0 else 0) it
-    # compiled to masked stores of the zeros, which AMD's Zen 3 runs slowly: 256 elements
-    # in 174-206 ns against 44-56 for the same select into a second array.
-    _dot(x, w, out)
+    # out = x @ w + b, with ReLU applied in the same pass when relu: in the tiles as they
+    # store each sum (the bits of the separate passes, without a second trip through
+    # out), else after BLAS. Written back after the sum, ReLU's zeros are plain stores;
+    # in place on its own (z = z if z > 0 else 0) it compiled to masked stores of the
+    # zeros, which AMD's Zen 3 runs slowly: 256 elements in 174-206 ns against 44-56 for
+    # the same select into a second array.
+    if _tiled(x, w):
+        tile_dot_bias_into(x, w, b, relu, out)
+        return
+    dot_into(x, w, out)
     zero = out.dtype.type(0)
     for i in range(x.shape[0]):
         if relu:
@@ -165,21 +170,28 @@ def _csr_grad_params(data, indices, indptr, rows, delta, w, alpha, denom, scale,
 
 
 @inline
-def _grad_input(delta, w, scratch, out):
-    # out = delta @ w.T; scratch: TRANSPOSE_MAX elements for the transposed copy
+def _grad_input(delta, w, scratch, gate, gated, out):
+    # out = delta @ w.T, times ReLU's derivative (0 where not gate > 0) when gated, gate
+    # being the ReLU layer's output (of out's shape); scratch: TRANSPOSE_MAX elements for
+    # the transposed copy. In the tiles the derivative is applied as each sum is stored.
     n_in, n_out = w.shape
     if n_in * n_out <= TRANSPOSE_MAX:
         w_t = rows_view(scratch, 0, n_out, n_in)
         for j in range(n_out):
             for k in range(n_in):
                 w_t[j, k] = w[k, j]
-        _dot(delta, w_t, out)
+        if _tiled(delta, w_t):
+            tile_dot_gate_into(delta, w_t, gate, gated, out)
+            return
+        dot_into(delta, w_t, out)
     elif n_out >= 32 and delta.shape[0] * n_in * n_out <= SMALL_GEMM_MAX:
         step = greater(1, SMALL_GEMM_BLOCK // delta.shape[0])
         for start in range(0, n_in, step):
             dot_nt_cols_into(delta, w, out, start, lesser(start + step, n_in))
     else:
         dot_nt_into(delta, w, out)
+    if gated:
+        _relu_derivative_inplace(flat_view(gate), flat_view(out))
 
 
 @kernel
@@ -241,4 +253,5 @@ def dense_backward_input(delta, w, out):
     """
     require_shape(w, (w.shape[0], delta.shape[1]), "w must have one column per column of delta")
     require_shape(out, (delta.shape[0], w.shape[0]), "out must have the shape of delta @ w.T")
-    _grad_input(delta, w, np.empty(w.size if w.size <= TRANSPOSE_MAX else 0, w.dtype), out)
+    _grad_input(delta, w, np.empty(w.size if w.size <= TRANSPOSE_MAX else 0, w.dtype), out,
+                False, out)

@@ -138,8 +138,10 @@ def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, ca
         _grad_params(a_in, delta, w, alpha_t, denom, scale, grad_w, grad_b)
         if layer > 0:
             delta_in = rows_view(work, pong, nb, n_in)
-            _grad_input(delta, w, scratch, delta_in)
-            _derivative(acts[layer - 1], a_in, delta_in, delta_in)
+            relu_in = acts[layer - 1] == RELU
+            _grad_input(delta, w, scratch, a_in, relu_in, delta_in)
+            if not relu_in:
+                _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in
     return loss / sw_sum + l2 / sw_sum, sw_sum, delta

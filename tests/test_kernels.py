@@ -125,15 +125,22 @@ def _tile_products(width):
     try:
         tile, tile_t = _jit._tile_intrinsic(False), _jit._tile_intrinsic(True)
         column_sums = _jit._column_sums_intrinsic()
+        tile_bias = _jit._tile_epilogue_intrinsic("bias")
+        tile_gate = _jit._tile_epilogue_intrinsic("gate")
 
         @numba.njit(**_jit._OPTS)
-        def products(a, a_t, b, out, out_t, sums):
+        def products(a, a_t, b, out, out_t, sums, bias, relu, out_bias, gate, gated,
+                     out_gate):
             tile(a, b, out)
             tile_t(a_t, b, out_t)
             column_sums(b, sums)
+            tile_bias(a, b, bias, relu, out_bias)
+            tile_gate(a, b, gate, gated, out_gate)
 
         for dtype in DTYPES:  # compiled while the width is set
-            products(*(np.zeros((1, 1), dtype) for _ in range(5)), np.zeros(1, dtype))
+            square, row = np.zeros((1, 1), dtype), np.zeros(1, dtype)
+            products(square, square, square, square, square, row, row, True, square,
+                     square, True, square)
     finally:
         _jit.TILE_BYTES = saved
     return products
@@ -143,10 +150,11 @@ def _tile_products(width):
                     reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
                            "with no Python body; their JIT-off twins are np.dot")
 def test_register_tile_loops_are_not_unrolled():
-    # Each tile's multiply-adds appear once in the machine code: a tile of r rows and w
-    # vectors, one of r rows and a single vector, and one with a masked vector, for
-    # every height. LLVM unrolled the k loops about five times (310 for these 62), at a
-    # cost in compile time and no gain in speed.
+    # Each tile's multiply-adds appear once in the machine code: for every height r, a
+    # tile of r rows and w vectors and one of r rows and a single vector (masked where
+    # it is a row's last). LLVM unrolled the k loops about five times (310 for the 62 of
+    # the tiles then, which had a third, masked, kind), at a cost in compile time and no
+    # gain in speed.
     tile = _jit._tile_intrinsic(False)
 
     @numba.njit(**_jit._OPTS)
@@ -157,7 +165,7 @@ def test_register_tile_loops_are_not_unrolled():
     product(square, square, square)
     asm = product.inspect_asm(product.signatures[0])
     fmas = [line for line in asm.splitlines() if re.search(r"\bvfn?m(add|sub)\d", line)]
-    assert len(fmas) == sum(rows * (width + 2) for rows, width in TILE_WIDTH.items())
+    assert len(fmas) == sum(rows * (width + 1) for rows, width in TILE_WIDTH.items())
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
@@ -181,7 +189,9 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
     # tiles are wider), columns up to past two of the widest tiles (whole tiles, whole
     # single vectors, a masked last vector), depth 0 (out becomes 0), 1 and odd. Each
     # element of out is written: it starts NaN. The column sums (the one-row tile) of b
-    # have the bits of NumPy's, which adds row after row as they do.
+    # have the bits of NumPy's, which adds row after row as they do. The epilogues give
+    # the bits of the product followed by NumPy's bias add and ReLU (NaN to 0, as the
+    # kernels' z if z > 0 else 0), or ReLU's derivative by its output gate.
     products = _tile_products(width)
     lanes = width // np.dtype(dtype).itemsize
     widest = lanes * max(TILE_WIDTH.values())
@@ -193,7 +203,18 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
                 b = _normal(rng, (depth, n), dtype)
                 out, out_t = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
                 sums = np.full(n, np.nan, dtype)
-                products(a, np.ascontiguousarray(a.T), b, out, out_t, sums)
+                bias = _normal(rng, n, dtype)
+                bias[n // 2] = np.nan
+                gate = np.maximum(_normal(rng, (m, n), dtype), 0)
+                relu, gated = bool(rng.integers(2)), bool(rng.integers(2))
+                out_bias, out_gate = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
+                products(a, np.ascontiguousarray(a.T), b, out, out_t, sums, bias, relu,
+                         out_bias, gate, gated, out_gate)
+                z = out + bias
+                assert_array_equal(out_bias, np.where(z > 0, z, 0) if relu else z,
+                                   err_msg=f"{m}x{depth}x{n} bias, relu {relu}")
+                assert_array_equal(out_gate, np.where(gate > 0, out, 0) if gated else out,
+                                   err_msg=f"{m}x{depth}x{n} gate, gated {gated}")
                 # NumPy's loops, not its BLAS: OpenBLAS's float32 gemm now and then raised
                 # the invalid flag on these normal inputs (1 run in 10), which NumPy turns
                 # into a RuntimeWarning, an error here
@@ -231,6 +252,7 @@ def test_dense_backward_input_in_column_blocks_or_one_call(rng, dtype, blocks, m
     # delta @ w.T past TRANSPOSE_MAX weights: in blocks of output columns where the core is
     # SkylakeX, in one call elsewhere. Both, on any CPU: _grad_input compiled afresh with
     # the compile-time limit patched (a fresh compile reads the module's global anew).
+    # Gated, ReLU's derivative follows the BLAS call (in the tiles it rides in the store).
     from fastnn.kernels import dense
 
     monkeypatch.setattr(dense, "SMALL_GEMM_MAX", SMALL_GEMM_RANGE if blocks else 0)
@@ -239,9 +261,12 @@ def test_dense_backward_input_in_column_blocks_or_one_call(rng, dtype, blocks, m
     for n, n_in, n_out in [(32, 128, 64), (33, 128, 64), (1, 256, 32)]:
         assert n_in * n_out > TRANSPOSE_MAX and n * n_in * n_out <= SMALL_GEMM_RANGE
         delta, w = _normal(rng, (n, n_out), dtype), _normal(rng, (n_in, n_out), dtype)
-        out = np.full((n, n_in), np.nan, dtype)
-        grad_input(delta, w, np.empty(0, dtype), out)
-        assert_allclose(out, delta @ w.T, **TOL[dtype], err_msg=f"{n}x{n_in}x{n_out}")
+        gate = np.maximum(_normal(rng, (n, n_in), dtype), 0)
+        for gated in (False, True):
+            out = np.full((n, n_in), np.nan, dtype)
+            grad_input(delta, w, np.empty(0, dtype), gate, gated, out)
+            want = delta @ w.T * (gate > 0) if gated else delta @ w.T
+            assert_allclose(out, want, **TOL[dtype], err_msg=f"{n}x{n_in}x{n_out} {gated}")
 
 
 # --- activations ---------------------------------------------------------------------
@@ -1229,6 +1254,27 @@ def test_rows_view_is_the_reshaped_slice_and_bounds_checked():
             _copy_rows_view(buf, 13, 3, 4)
         with pytest.raises(IndexError, match="out of bounds"):
             _copy_rows_view(buf, -1, 1, 2)
+
+
+@numba.njit
+def _tiles_then(a, b, bias, relu, gate, gated, out):
+    _jit.tile_dot_bias_into(a, b, bias, relu, out)
+    _jit.tile_dot_gate_into(a, b, gate, gated, out)
+
+
+def test_register_tiles_with_epilogues_are_bounds_checked():
+    # The tiles' epilogues read a bias as long as a row of out and a gate of out's
+    # shape; under NUMBA_BOUNDSCHECK=1 (the CI job that reruns this module) shorter ones
+    # raise, as a short out does.
+    a, b = np.ones((7, 5)), np.ones((5, 9))
+    bias, gate, out = np.ones(9), np.ones((7, 9)), np.empty((7, 9))
+    _tiles_then(a, b, bias, True, gate, True, out)
+    assert_array_equal(out, 5.0)  # the second product's: a @ b where gate > 0
+    if numba.config.BOUNDSCHECK:
+        for args in [(bias[:8], gate, out), (bias, gate[:6], out),
+                     (bias, np.ones((7, 8)), out), (bias, gate, out[:, :8].copy())]:
+            with pytest.raises(IndexError, match="out of bounds"):
+                _tiles_then(a, b, args[0], True, args[1], True, args[2])
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
