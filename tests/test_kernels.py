@@ -849,6 +849,30 @@ def test_loss_grad_matches_numpy(rng, dtype, arch, output):
     assert_allclose(results[K][1], results[npb][1], **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [K.RELU, K.TANH], ids=["relu", "tanh"])
+def test_loss_grad_and_predict_match_numpy_past_the_tiles(rng, dtype, hidden):
+    # The first layer's products go to BLAS (37x64x160 multiply-adds past TILE_MAX, its
+    # 160x40 weights past TRANSPOSE_MAX), and the bias, ReLU and ReLU' follow as passes
+    # there, where the tiles apply them as they store each sum.
+    rows, sizes = 37, [64, 160, 40, 3]
+    assert rows * sizes[0] * sizes[1] > TILE_MAX and sizes[1] * sizes[2] > TRANSPOSE_MAX
+    net = _net(rng, sizes, [hidden, hidden, K.SOFTMAX], dtype)
+    x, y, sw = _data(rng, rows, net)
+    hyper = make_hyper(dtype, alpha=0.1)
+    results = {}
+    for engine in (K, npb):
+        grad = np.full_like(net.theta, np.nan)
+        work = np.empty(int(engine.workspace_size(net.sizes, rows)), dtype)
+        loss = engine.loss_grad(x, y, sw, net.theta, net.sizes, net.offsets, net.acts, hyper,
+                                work, grad)
+        out = np.full((rows, 3), np.nan, dtype)
+        assert engine.predict_forward(x, net.theta, net.sizes, net.offsets, net.acts, out)
+        results[engine] = loss, grad, out
+    for got, want in zip(results[K], results[npb]):
+        assert_allclose(got, want, **TOL[dtype])
+
+
 @pytest.mark.parametrize("engine", [K, npb], ids=["numba", "numpy"])
 def test_sample_weight_two_equals_repeating_the_sample(rng, engine):
     net = _net(rng, [5, 7, 3], [K.RELU, K.SOFTMAX], np.float64)
