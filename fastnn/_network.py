@@ -108,6 +108,14 @@ def is_csr(x):
 _HIDDEN_CODES = (K.IDENTITY, K.RELU, K.LOGISTIC, K.TANH)
 
 
+def _check_hidden(acts):
+    # the numba kernels apply only these to hidden layers (softmax and exp are kept out
+    # of the training kernels' compile); every API refuses the others there first
+    hidden = [int(code) for code in acts[:-1]]
+    if any(code not in _HIDDEN_CODES for code in hidden):
+        raise ValueError(f"hidden layers take identity, relu, sigmoid or tanh, got codes {hidden}")
+
+
 class Network:
     """Sizes, activation codes, dtype, backend and the flat parameter buffer ``theta``.
 
@@ -125,11 +133,7 @@ class Network:
     def __init__(self, sizes, acts, dtype, backend):
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.acts = np.asarray(acts, dtype=np.int64)
-        # the numba kernels apply only these to hidden layers (softmax and exp are kept out
-        # of the training kernels' compile); every API refuses the others there first
-        hidden = [int(code) for code in self.acts[:-1]]
-        if any(code not in _HIDDEN_CODES for code in hidden):
-            raise ValueError(f"hidden layers take identity, relu, sigmoid or tanh, got codes {hidden}")
+        _check_hidden(self.acts)
         self.dtype = dtype
         self.backend = backend
         self.engine = get_backend(backend)
@@ -142,6 +146,7 @@ class Network:
         return state
 
     def __setstate__(self, state):
+        _check_hidden(state["acts"])
         self.__dict__.update(state)
         self.engine = get_backend(self.backend)
         self.theta = aligned_copy(self.theta)  # unpickled arrays come from NumPy's allocator

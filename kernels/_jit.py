@@ -700,6 +700,10 @@ if not numba.config.DISABLE_JIT:
 TILE_ROWS = 6
 TILE_WIDTH = {6: 2, 4: 2, 2: 4, 1: 8}  # vectors per tile, by its rows
 TILE_BYTES = None  # None: by the CPU, as above; a test compiles either width by setting it
+# A row's leftover vectors in one loop, every one masked (True), or whole vectors and then
+# a masked last one (False); None: by the CPU (masks cost nothing on AVX-512). A test
+# compiles either layout by setting it.
+TILE_MASKED_LOOP = None
 
 
 def tile_bytes(context):
@@ -785,6 +789,9 @@ def _loop_not_unrolled(module):
     # a cold W-compile 0.91x (README, kernel notes).
     disable = module.add_metadata([llvmlite.ir.MetaDataString(module,
                                                               "llvm.loop.unroll.disable")])
+    # llvmlite's add_metadata cannot build a node that lists itself; the node is made
+    # directly and then pointed at itself. It prints as !N = !{ !N, !M }; llvmlite's
+    # hash and == of it would recurse, so it is never passed to add_metadata or hashed.
     loop_id = llvmlite.ir.values.MDValue(module, [disable], name=str(len(module.metadata)))
     loop_id.operands = (loop_id, disable)  # a loop's ID is distinct: it refers to itself
     return loop_id
@@ -898,15 +905,27 @@ def _tile_codegen(transpose_a, column_sums=False, epilogue=None):
                         value = builder.select(keep, value, zero)
                     ops.store(value, ops.at(out, at), mask)
 
+        masks_free = _has_avx512(context) if TILE_MASKED_LOOP is None else TILE_MASKED_LOOP
+
         def row_block(i0, rows):
             step = lanes * TILE_WIDTH[rows]
             tiled = builder.mul(builder.sdiv(n, intp(step)), intp(step))
             with cgutils.for_range_slice(builder, intp(0), tiled, intp(step)) as (j0, _):
                 tile(i0, j0, rows, [None] * TILE_WIDTH[rows])
-            # the columns left, a vector at a time, the last one masked: one loop, not a
-            # loop of whole vectors and a masked tile after it (fewer tiles to compile)
-            with cgutils.for_range_slice(builder, tiled, n, intp(lanes)) as (j0, _):
-                tile(i0, j0, rows, [ops.below(j0, n)])
+            if masks_free:
+                # the columns left, a vector at a time, the last one masked: one loop, not
+                # a loop of whole vectors and a masked tile after it (fewer tiles to
+                # compile; a mask on a whole vector costs nothing on AVX-512)
+                with cgutils.for_range_slice(builder, tiled, n, intp(lanes)) as (j0, _):
+                    tile(i0, j0, rows, [ops.below(j0, n)])
+                return
+            # AVX2's masked loads and stores are slower than plain ones: only the last
+            # vector of a row takes them
+            whole = builder.mul(builder.sdiv(n, intp(lanes)), intp(lanes))
+            with cgutils.for_range_slice(builder, tiled, whole, intp(lanes)) as (j0, _):
+                tile(i0, j0, rows, [None])
+            with builder.if_then(builder.icmp_signed("<", whole, n)):
+                tile(i0, whole, rows, [ops.below(whole, n)])
 
         if column_sums:
             row_block(intp(0), 1)

@@ -7,9 +7,10 @@ The network reaches these kernels as plain arrays:
   (``offsets[n_layers + l]``) start in the flat buffer ``theta``. All weights come
   first, then all biases (scikit-learn's packing order, which its L-BFGS path uses).
 - ``acts`` (int64, n_layers): activation code per layer (``activations.IDENTITY``...);
-  the last one is the output and fixes the loss: SOFTMAX -> categorical
-  cross-entropy, LOGISTIC -> binary cross-entropy, EXP -> half Poisson deviance,
-  IDENTITY -> squared error.
+  hidden layers take IDENTITY, RELU, LOGISTIC or TANH only (``fastnn._network.Network``
+  refuses the others there). The last one is the output and fixes the loss: SOFTMAX ->
+  categorical cross-entropy, LOGISTIC -> binary cross-entropy, EXP -> half Poisson
+  deviance, IDENTITY -> squared error.
 - ``hyper`` (float64): ``[lr, momentum, beta_1, beta_2, epsilon, alpha, gscale,
   clip_eps]``; see ``HYPER_*`` below.
 

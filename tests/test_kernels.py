@@ -120,8 +120,10 @@ def test_dense_forward_of_a_few_rows_matches_numpy(rng, dtype, n, n_in):
 def _tile_products(width):
     # both tile intrinsics compiled afresh with width-byte vectors (the CPU's own width
     # where width is None); LLVM splits a 64-byte vector in two where the CPU has none
-    saved = _jit.TILE_BYTES
-    _jit.TILE_BYTES = width
+    saved = _jit.TILE_BYTES, _jit.TILE_MASKED_LOOP
+    # each width with the leftover-column layout of the CPUs that use it: 32 bytes on
+    # AVX2 (whole vectors, then a masked last one), 64 on AVX-512 (one masked loop)
+    _jit.TILE_BYTES, _jit.TILE_MASKED_LOOP = width, (None if width is None else width == 64)
     try:
         tile, tile_t = _jit._tile_intrinsic(False), _jit._tile_intrinsic(True)
         column_sums = _jit._column_sums_intrinsic()
@@ -142,7 +144,7 @@ def _tile_products(width):
             products(square, square, square, square, square, row, row, True, square,
                      square, True, square)
     finally:
-        _jit.TILE_BYTES = saved
+        _jit.TILE_BYTES, _jit.TILE_MASKED_LOOP = saved
     return products
 
 
@@ -165,7 +167,11 @@ def test_register_tile_loops_are_not_unrolled():
     product(square, square, square)
     asm = product.inspect_asm(product.signatures[0])
     fmas = [line for line in asm.splitlines() if re.search(r"\bvfn?m(add|sub)\d", line)]
-    assert len(fmas) == sum(rows * (width + 1) for rows, width in TILE_WIDTH.items())
+    from numba.core.registry import cpu_target
+
+    # AVX2 CPUs keep a third kind: whole leftover vectors unmasked, then a masked last one
+    kinds = 2 if _jit._has_avx512(cpu_target.target_context) else 3
+    assert len(fmas) == sum(rows * (width + kinds - 1) for rows, width in TILE_WIDTH.items())
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
@@ -206,6 +212,7 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
                 bias = _normal(rng, n, dtype)
                 bias[n // 2] = np.nan
                 gate = np.maximum(_normal(rng, (m, n), dtype), 0)
+                gate.flat[::5], gate.flat[1::7] = -0.0, np.nan  # neither is above 0
                 relu, gated = bool(rng.integers(2)), bool(rng.integers(2))
                 out_bias, out_gate = np.full((m, n), np.nan, dtype), np.full((m, n), np.nan, dtype)
                 products(a, np.ascontiguousarray(a.T), b, out, out_t, sums, bias, relu,
@@ -851,12 +858,14 @@ def test_loss_grad_matches_numpy(rng, dtype, arch, output):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", [K.RELU, K.TANH], ids=["relu", "tanh"])
-def test_loss_grad_and_predict_match_numpy_past_the_tiles(rng, dtype, hidden):
-    # The first layer's products go to BLAS (37x64x160 multiply-adds past TILE_MAX, its
-    # 160x40 weights past TRANSPOSE_MAX), and the bias, ReLU and ReLU' follow as passes
-    # there, where the tiles apply them as they store each sum.
-    rows, sizes = 37, [64, 160, 40, 3]
-    assert rows * sizes[0] * sizes[1] > TILE_MAX and sizes[1] * sizes[2] > TRANSPOSE_MAX
+@pytest.mark.parametrize("rows, sizes", [(37, [64, 160, 40, 3]), (70, [64, 64, 64, 3])])
+def test_loss_grad_and_predict_match_numpy_past_the_tiles(rng, dtype, hidden, rows, sizes):
+    # The first layer's products go to BLAS (past TILE_MAX multiply-adds), and the bias,
+    # ReLU and ReLU' follow as passes there, where the tiles apply them as they store
+    # each sum. delta @ w.T of the second layer: past TRANSPOSE_MAX weights (160x40,
+    # BLAS on w itself) or on the transposed copy (64x64) through BLAS.
+    assert rows * sizes[0] * sizes[1] > TILE_MAX
+    assert (sizes[1] * sizes[2] > TRANSPOSE_MAX) != (rows * sizes[1] * sizes[2] > TILE_MAX)
     net = _net(rng, sizes, [hidden, hidden, K.SOFTMAX], dtype)
     x, y, sw = _data(rng, rows, net)
     hyper = make_hyper(dtype, alpha=0.1)

@@ -346,6 +346,11 @@ def test_inconsistent_architecture():
         with pytest.raises(ValueError, match=r"hidden layers take identity, relu, sigmoid or "
                                              rf"tanh, got codes \[{K.RELU}, {code}\]"):
             Network([4, 3, 3, 2], [K.RELU, code, K.SOFTMAX], np.float64, "numpy")
+    net = Network([4, 3, 3, 2], [K.RELU, K.TANH, K.SOFTMAX], np.float64, "numpy")
+    state = net.__getstate__()
+    state["acts"] = np.array([K.RELU, K.SOFTMAX, K.SOFTMAX])  # a pickle edited by hand
+    with pytest.raises(ValueError, match="hidden layers take identity, relu, sigmoid"):
+        Network.__new__(Network).__setstate__(state)
     with pytest.raises(ValueError, match="units must be >= 1, got 0"):
         Dense(0)
     with pytest.raises(TypeError, match="layers\\[0\\] must be a fastnn.Dense"):
