@@ -232,6 +232,25 @@ def test_register_tiles_match_numpy_at_every_edge(rng, dtype, width):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", [16, 33, 70])
+def test_bias_gradients_add_row_after_row(rng, dtype, rows):
+    # The bias gradients (each column's sum of delta) keep the order of adding row after
+    # row, which NumPy's axis-0 sum and scikit-learn's use: the same bits. With the
+    # tiles' k loops unrolled, LLVM (free to reassociate under the kernels' fastmath)
+    # regrouped the sums of a row's leftover vectors once there were 16 rows or more:
+    # 32 of 48 such shapes came out an ulp or a few off.
+    for n in (3, 8, 15, 16, 17, 22, 63, 64, 65, 100, 150, 200):
+        x, delta = _normal(rng, (rows, 4), dtype), _normal(rng, (rows, n), dtype)
+        grad_w, grad_b = np.empty((4, n), dtype), np.full(n, np.nan, dtype)
+        K.dense_backward(x, delta, np.zeros((4, n), dtype), 0.0, 1.0, grad_w, grad_b)
+        want = np.zeros(n, dtype)
+        for row in delta:
+            want = want + row
+        assert_array_equal(grad_b.view(f"u{grad_b.itemsize}"), want.view(f"u{want.itemsize}"),
+                           err_msg=f"{rows} rows x {n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, n_in, n_out", SHAPES)
 def test_dense_backward_matches_numpy(rng, dtype, n, n_in, n_out):
     x, delta, w = (_normal(rng, s, dtype) for s in [(n, n_in), (n, n_out), (n_in, n_out)])
