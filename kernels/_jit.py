@@ -784,9 +784,11 @@ class _Vectors:
 def _loop_not_unrolled(module):
     # A loop's llvm.loop metadata, {itself, "llvm.loop.unroll.disable"}. LLVM unrolled
     # each tile's k loop about five times (310 multiply-adds in the machine code of the
-    # product helper, whose tiles have 62), while one step of a tile already holds the
-    # multiply-add unit for 6-12 cycles: W-tiny and W-small epochs even without it, and
-    # a cold W-compile 0.91x (README, kernel notes).
+    # product helper, whose tiles then had 62), while one step of a tile already holds
+    # the multiply-add unit for 6-12 cycles: W-tiny and W-small epochs even without it,
+    # a cold W-compile 0.91x (README, kernel notes). Unrolled, the column sums' additions
+    # were also regrouped (the kernels' fastmath allows it), off the row-after-row order
+    # they promise; a test holds them to it bit for bit.
     disable = module.add_metadata([llvmlite.ir.MetaDataString(module,
                                                               "llvm.loop.unroll.disable")])
     # llvmlite's add_metadata cannot build a node that lists itself; the node is made
