@@ -149,8 +149,8 @@ def _tile_products(width):
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
-                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): the tiles are LLVM IR "
-                           "with no Python body; their JIT-off twins are np.dot")
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): no machine code whose "
+                           "multiply-adds could be counted; the main run checks")
 def test_register_tile_loops_are_not_unrolled():
     # Each tile's multiply-adds appear once in the machine code: for every height r, a
     # tile of r rows and w vectors and one of r rows and a single vector (masked where
