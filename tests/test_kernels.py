@@ -1448,6 +1448,45 @@ def test_kernels_reject_arrays_that_are_not_c_contiguous(rng, layout):
     K.dense_forward(np.ascontiguousarray(x), w, b, out)  # the same values, contiguous
     assert_allclose(out, x @ w, **TOL[np.float64])
 
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain Python "
+                           "there and never compile; the main run checks")
+def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
+    # A compile pauses the collector's full passes (the one generation-2 threshold) and
+    # puts the caller's thresholds back afterwards, also when typing refuses the call.
+    import gc
+
+    from numba.core import event
+    from numba.core.caching import NullCache
+
+    def doubled_first(x):
+        return x[0] * 2.0
+
+    probe = _jit.kernel(doubled_first)
+    probe._cache = NullCache()  # a compile every run, never a disk-cache hit
+    during = []
+
+    class Thresholds(event.Listener):
+        def on_start(self, ev):
+            during.append(gc.get_threshold())
+
+        def on_end(self, ev):
+            pass
+
+    saved = gc.get_threshold()
+    gc.set_threshold(500, 7, 9)
+    try:
+        with event.install_listener("numba:compile", Thresholds()):
+            assert probe(np.array([1.5, 0.0])) == 3.0
+            with pytest.raises(TypeError, match="x must be a C-contiguous array"):
+                probe(np.asfortranarray(np.ones((2, 2))))
+        after = gc.get_threshold()
+    finally:
+        gc.set_threshold(*saved)
+    assert during == [(500, 7, 1 << 30)] * 2  # both signatures' compiles, young ones kept
+    assert after == (500, 7, 9)
+
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
 @pytest.mark.parametrize("n, epochs, seed, skip", [
