@@ -152,6 +152,10 @@ class _LinkOnlyHelper(LoweringPass):
     again with their own, and (see :class:`_PrivateHelperCopies`) call only that copy.
     Here the helper's library is finalized without either step; the JIT engine gets just
     its environment pointers, which numba writes when it registers the helper.
+
+    Helpers compile without numba's reference counting (``_nrt=False``, see
+    :func:`inline`); a helper that returned an array (or anything holding one) would hand
+    its caller a reference it never took, so that is refused here with a TypeError.
     """
 
     _name = "fastnn_link_only_helper"
@@ -160,6 +164,11 @@ class _LinkOnlyHelper(LoweringPass):
         LoweringPass.__init__(self)
 
     def run_pass(self, state):
+        if state.targetctx.data_model_manager[state.return_type].contains_nrt_meminfo():
+            raise TypeError(
+                f"fastnn.kernels helper {state.func_id.func_qualname} returns "
+                f"{state.return_type}: helpers run without reference counts and may return "
+                f"only numbers, booleans or tuples of them")
         library = _library_of(state)
         if not all(hasattr(library, name) for name in (
                 "_optimize_final_module", "_finalize_final_module", "_final_module",
@@ -304,12 +313,14 @@ def kernel(fn):
     return dispatcher
 
 
+_HELPER_OPTS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True,
+                    pipeline_class=_HelperCompiler, _nrt=False)
+
+
 def inline_exact(fn):
     """Like :func:`inline`, without the reassociation and approximation flags: for
     arithmetic whose rounding is the point (a split constant, a polynomial)."""
-    opts = dict(_OPTS, fastmath={"nsz", "contract"})
-    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True,
-                      pipeline_class=_HelperCompiler, **opts)
+    return numba.njit(fn, **_HELPER_OPTS, **dict(_OPTS, fastmath={"nsz", "contract"}))
 
 
 def inline(fn):
@@ -318,9 +329,16 @@ def inline(fn):
     Helpers are called from kernels only, so they get neither a CPython nor a C-function
     wrapper: building those for ~26 helpers was about a tenth of a cold W-compile (median
     of five fresh processes 10.7 s without them, 12.2 s with).
+
+    Nor numba's reference counting (NRT): a helper allocates nothing, and its caller
+    holds every array it is passed for the whole call. numba still lowered an incref or
+    a decref for each loop step and array view (``run_epochs``' machine code called
+    ``NRT_incref``/``NRT_decref`` from 33 places, now 14), and that lowering was ~7% of a
+    cold W-compile's profile.
+    An allocation in a helper fails its compile; an array returned, :class:`_LinkOnlyHelper`
+    refuses.
     """
-    return numba.njit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True,
-                      pipeline_class=_HelperCompiler, **_OPTS)
+    return numba.njit(fn, **_HELPER_OPTS, **_OPTS)
 
 
 def inline_ir(fn):

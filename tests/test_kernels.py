@@ -1487,6 +1487,35 @@ def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
     assert during == [(500, 7, 1 << 30)] * 2  # both signatures' compiles, young ones kept
     assert after == (500, 7, 9)
 
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain Python "
+                           "there, with Python's reference counts; the main run checks")
+def test_helpers_run_without_reference_counts_and_may_not_return_arrays():
+    # Helpers compile without numba's NRT: returning even the caller's own array would
+    # hand back a reference never taken (the caller would later drop it once too often).
+    @_jit.inline
+    def passed_through(a):
+        return a
+
+    @_jit.inline
+    def halves(a):
+        return a[0] * 0.5, a[1] * 0.5
+
+    @numba.njit
+    def returns_array(a):
+        return passed_through(a)[0]
+
+    @numba.njit
+    def returns_numbers(a):
+        return halves(a)
+
+    assert passed_through.targetoptions["_nrt"] is False
+    with pytest.raises(TypeError, match=r"helper .*passed_through returns array\(float64, 1d, C\): "
+                                        r"helpers run without reference counts"):
+        returns_array(np.ones(3))
+    assert returns_numbers(np.array([1.0, 3.0])) == (0.5, 1.5)
+
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
 @pytest.mark.parametrize("n, epochs, seed, skip", [
