@@ -37,6 +37,7 @@ import inspect
 import os
 import sys
 import warnings
+import weakref
 
 import llvmlite.binding
 import llvmlite.ir
@@ -155,7 +156,8 @@ class _LinkOnlyHelper(LoweringPass):
 
     Helpers compile without numba's reference counting (``_nrt=False``, see
     :func:`inline`); a helper that returned an array (or anything holding one) would hand
-    its caller a reference it never took, so that is refused here with a TypeError.
+    its caller a reference it never took, and one whose code calls the reference counting
+    would allocate: both are refused here with a TypeError.
     """
 
     _name = "fastnn_link_only_helper"
@@ -167,8 +169,8 @@ class _LinkOnlyHelper(LoweringPass):
         if state.targetctx.data_model_manager[state.return_type].contains_nrt_meminfo():
             raise TypeError(
                 f"fastnn.kernels helper {state.func_id.func_qualname} returns "
-                f"{state.return_type}: helpers run without reference counts and may return "
-                f"only numbers, booleans or tuples of them")
+                f"{state.return_type}: helpers run without reference counts and may not "
+                f"return arrays")
         library = _library_of(state)
         if not all(hasattr(library, name) for name in (
                 "_optimize_final_module", "_finalize_final_module", "_final_module",
@@ -177,6 +179,15 @@ class _LinkOnlyHelper(LoweringPass):
 
         def define_environments_only():
             module = library._final_module
+            # numba shares the routines it compiles internally (a flatten, a copy) between
+            # code with and without reference counting: one compiled for a kernel first
+            # would let a helper allocate, and leak, without a compile error
+            counted = sorted({fn.name for fn in module.functions if fn.name.startswith("NRT_")})
+            if counted:
+                raise TypeError(
+                    f"fastnn.kernels helper {state.func_id.func_qualname} calls numba's "
+                    f"reference counting ({', '.join(counted)}): helpers run without it, so "
+                    f"they may not allocate; take the buffer from the caller")
             stub = llvmlite.binding.parse_assembly("\n".join(
                 str(gv) for gv in module.global_variables
                 if not gv.is_declaration and gv.name.startswith("_ZN08NumbaEnv")))
@@ -280,15 +291,20 @@ def _full_collections_paused():
     # growing heap: six in a cold W-compile, 0.72-0.82 s of its ~5.5 s. Young
     # collections still free the compile's short-lived cycles; full passes wait for
     # the usual rule after it (the W-tiny compile's peak memory 332 MB instead of 305).
-    # Taken under numba's compiler lock, which compiles hold anyway, so two threads
-    # never save and restore the thresholds across each other.
+    # Taken under numba's compiler lock, which compiles hold anyway, so two kernel
+    # compiles never save and restore the thresholds across each other; a threshold
+    # another thread sets meanwhile stays. (A CPython that ignores the third threshold
+    # compiles as before.)
+    paused = 1 << 30
     with global_compiler_lock:
         young, middle, full = gc.get_threshold()
-        gc.set_threshold(young, middle, 1 << 30)
         try:
+            gc.set_threshold(young, middle, paused)
             yield
         finally:
-            gc.set_threshold(young, middle, full)
+            now = gc.get_threshold()
+            if now[2] == paused:
+                gc.set_threshold(now[0], now[1], full)
 
 
 def kernel(fn):
@@ -296,13 +312,14 @@ def kernel(fn):
     dispatcher = numba.njit(fn, pipeline_class=_KernelCompiler, **_OPTS)
     if not hasattr(dispatcher, "py_func"):  # NUMBA_DISABLE_JIT=1: njit returned fn itself
         return dispatcher
-    compile_signature = dispatcher.compile
+    unpaused, this = type(dispatcher).compile, weakref.ref(dispatcher)  # weak: no cycle
 
     def compile_paused(sig):
-        # every new signature comes here (numba's _compile_for_args, or a call of
-        # compile): the cache lookup and load, typing, lowering, LLVM and the cache save
+        # every signature comes here before its first call (from Python, or typed inside
+        # another jitted function): the cache lookup and load, typing, lowering, LLVM
+        # and the cache save
         with _full_collections_paused():
-            return compile_signature(sig)
+            return unpaused(this(), sig)
 
     dispatcher.compile = compile_paused
     try:
@@ -334,9 +351,10 @@ def inline(fn):
     holds every array it is passed for the whole call. numba still lowered an incref or
     a decref for each loop step and array view (``run_epochs``' machine code called
     ``NRT_incref``/``NRT_decref`` from 33 places, now 14), and that lowering was ~7% of a
-    cold W-compile's profile.
-    An allocation in a helper fails its compile; an array returned, :class:`_LinkOnlyHelper`
-    refuses.
+    cold W-compile's profile. A helper that allocates fails its compile (numba's typing or
+    lowering, or :class:`_LinkOnlyHelper` where numba reused a routine compiled with
+    reference counts), and so does one that returns an array numba's own check lets
+    through (its argument, or an array in a tuple).
     """
     return numba.njit(fn, **_HELPER_OPTS, **_OPTS)
 

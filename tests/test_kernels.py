@@ -1454,7 +1454,7 @@ def test_kernels_reject_arrays_that_are_not_c_contiguous(rng, layout):
                            "there and never compile; the main run checks")
 def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
     # A compile pauses the collector's full passes (the one generation-2 threshold) and
-    # puts the caller's thresholds back afterwards, also when typing refuses the call.
+    # puts the caller's thresholds back afterwards, also when the compile refuses the call.
     import gc
 
     from numba.core import event
@@ -1469,7 +1469,8 @@ def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
 
     class Thresholds(event.Listener):
         def on_start(self, ev):
-            during.append(gc.get_threshold())
+            if ev.data["dispatcher"] is probe:
+                during.append(gc.get_threshold())
 
         def on_end(self, ev):
             pass
@@ -1486,6 +1487,44 @@ def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
         gc.set_threshold(*saved)
     assert during == [(500, 7, 1 << 30)] * 2  # both signatures' compiles, young ones kept
     assert after == (500, 7, 9)
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain Python "
+                           "there and never compile; the main run checks")
+@pytest.mark.parametrize("set_meanwhile, expected", [((300, 4, 1 << 30), (300, 4, 9)),
+                                                     ((300, 4, 20), (300, 4, 20))])
+def test_thresholds_set_during_a_compile_are_kept(set_meanwhile, expected):
+    # Thresholds are process-wide: what other code sets while a kernel compiles stays,
+    # and only a full-pass threshold still at the pause's value goes back.
+    import gc
+
+    from numba.core import event
+    from numba.core.caching import NullCache
+
+    def tripled(x):
+        return x * 3.0
+
+    probe = _jit.kernel(tripled)
+    probe._cache = NullCache()
+
+    class SetsThresholds(event.Listener):
+        def on_start(self, ev):
+            if ev.data["dispatcher"] is probe:
+                gc.set_threshold(*set_meanwhile)
+
+        def on_end(self, ev):
+            pass
+
+    saved = gc.get_threshold()
+    gc.set_threshold(500, 7, 9)
+    try:
+        with event.install_listener("numba:compile", SetsThresholds()):
+            assert probe(2.0) == 6.0
+        after = gc.get_threshold()
+    finally:
+        gc.set_threshold(*saved)
+    assert after == expected
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT,
@@ -1515,6 +1554,34 @@ def test_helpers_run_without_reference_counts_and_may_not_return_arrays():
                                         r"helpers run without reference counts"):
         returns_array(np.ones(3))
     assert returns_numbers(np.array([1.0, 3.0])) == (0.5, 1.5)
+    library = halves.overloads[halves.signatures[0]].library
+    assert "NRT_" not in str(library._final_module)
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT,
+                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain Python "
+                           "there, with Python's reference counts; the main run checks")
+def test_helper_that_allocates_is_refused_even_through_a_shared_routine():
+    # numba shares its internally compiled routines between code with and without
+    # reference counts: after a function with them compiled a.flatten(), a helper's
+    # a.flatten() compiled without complaint and leaked the copy at every call.
+    @numba.njit(error_model="numpy")  # the helpers' error model: the same shared routine
+    def counted_flatten(a):
+        return a.flatten()[0]
+
+    @_jit.inline
+    def flattened_first(a):
+        return a.flatten()[0]
+
+    @numba.njit
+    def calls_helper(a):
+        return flattened_first(a)
+
+    x = np.arange(6.0).reshape(2, 3)
+    assert counted_flatten(x) == 0.0
+    with pytest.raises(TypeError, match=r"helper .*flattened_first calls numba's reference "
+                                        r"counting \(NRT_"):
+        calls_helper(x)
 
 # n = 1 and 2: the shortest passes; 624 and 700: orders spanning generator refills; the
 # draws start mid-state (after `skip` outputs), as they do in a running fit.
