@@ -10,7 +10,9 @@ Kernels and helpers compile through pipelines of ours: numba's, plus one step be
 lowering. A kernel's (:class:`_PrivateHelperCopies`) keeps its results the same whether
 it was compiled in the process or loaded from the cache; a helper's
 (:class:`_LinkOnlyHelper`) skips the optimization and machine code that only kernels'
-copies of it would ever use.
+copies of it would ever use. Helpers compile without numba's reference counting
+(:func:`inline`), and a kernel's compile runs with Python's full garbage collections
+held back (:func:`_full_collections_paused`).
 
 Caching is numba's on-disk cache with four changes, made in :class:`_KernelCache`:
 
