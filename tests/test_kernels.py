@@ -1449,28 +1449,33 @@ def test_kernels_reject_arrays_that_are_not_c_contiguous(rng, layout):
     assert_allclose(out, x @ w, **TOL[np.float64])
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT,
-                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain Python "
-                           "there and never compile; the main run checks")
-def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
-    # A compile pauses the collector's full passes (the one generation-2 threshold) and
-    # puts the caller's thresholds back afterwards, also when the compile refuses the call.
+# The compile-time measures of kernels/_jit.py (the collector's pause, helpers without
+# reference counts) exist only where numba compiles.
+kernels_compile = pytest.mark.skipif(
+    numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain "
+                                     "Python there and never compile; the main run checks")
+helpers_compile = pytest.mark.skipif(
+    numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain "
+                                     "Python there, with Python's reference counts; the main "
+                                     "run checks")
+
+
+def _thresholds_after_compiling(fn, run, on_compile_start):
+    # fn as a fresh kernel without a disk cache (a compile every run), called by run(kernel)
+    # with the collector's thresholds at (500, 7, 9); on_compile_start() runs as each of
+    # its signatures starts compiling. The thresholds after run; the caller's are put back.
     import gc
 
     from numba.core import event
     from numba.core.caching import NullCache
 
-    def doubled_first(x):
-        return x[0] * 2.0
+    probe = _jit.kernel(fn)
+    probe._cache = NullCache()
 
-    probe = _jit.kernel(doubled_first)
-    probe._cache = NullCache()  # a compile every run, never a disk-cache hit
-    during = []
-
-    class Thresholds(event.Listener):
+    class OnCompileStart(event.Listener):
         def on_start(self, ev):
             if ev.data["dispatcher"] is probe:
-                during.append(gc.get_threshold())
+                on_compile_start()
 
         def on_end(self, ev):
             pass
@@ -1478,20 +1483,35 @@ def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
     saved = gc.get_threshold()
     gc.set_threshold(500, 7, 9)
     try:
-        with event.install_listener("numba:compile", Thresholds()):
-            assert probe(np.array([1.5, 0.0])) == 3.0
-            with pytest.raises(TypeError, match="x must be a C-contiguous array"):
-                probe(np.asfortranarray(np.ones((2, 2))))
-        after = gc.get_threshold()
+        with event.install_listener("numba:compile", OnCompileStart()):
+            run(probe)
+        return gc.get_threshold()
     finally:
         gc.set_threshold(*saved)
+
+
+@kernels_compile
+def test_kernel_compiles_without_full_collections_and_restores_the_thresholds():
+    # A compile pauses the collector's full passes (the one generation-2 threshold) and
+    # puts the caller's thresholds back afterwards, also when the compile refuses the call.
+    import gc
+
+    def doubled_first(x):
+        return x[0] * 2.0
+
+    def run(probe):
+        assert probe(np.array([1.5, 0.0])) == 3.0
+        with pytest.raises(TypeError, match="x must be a C-contiguous array"):
+            probe(np.asfortranarray(np.ones((2, 2))))
+
+    during = []
+    after = _thresholds_after_compiling(doubled_first, run,
+                                        lambda: during.append(gc.get_threshold()))
     assert during == [(500, 7, 1 << 30)] * 2  # both signatures' compiles, young ones kept
     assert after == (500, 7, 9)
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT,
-                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): kernels are plain Python "
-                           "there and never compile; the main run checks")
+@kernels_compile
 @pytest.mark.parametrize("set_meanwhile, expected", [((300, 4, 1 << 30), (300, 4, 9)),
                                                      ((300, 4, 20), (300, 4, 20))])
 def test_thresholds_set_during_a_compile_are_kept(set_meanwhile, expected):
@@ -1499,37 +1519,17 @@ def test_thresholds_set_during_a_compile_are_kept(set_meanwhile, expected):
     # and only a full-pass threshold still at the pause's value goes back.
     import gc
 
-    from numba.core import event
-    from numba.core.caching import NullCache
-
     def tripled(x):
         return x * 3.0
 
-    probe = _jit.kernel(tripled)
-    probe._cache = NullCache()
+    def run(probe):
+        assert probe(2.0) == 6.0
 
-    class SetsThresholds(event.Listener):
-        def on_start(self, ev):
-            if ev.data["dispatcher"] is probe:
-                gc.set_threshold(*set_meanwhile)
-
-        def on_end(self, ev):
-            pass
-
-    saved = gc.get_threshold()
-    gc.set_threshold(500, 7, 9)
-    try:
-        with event.install_listener("numba:compile", SetsThresholds()):
-            assert probe(2.0) == 6.0
-        after = gc.get_threshold()
-    finally:
-        gc.set_threshold(*saved)
+    after = _thresholds_after_compiling(tripled, run, lambda: gc.set_threshold(*set_meanwhile))
     assert after == expected
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT,
-                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain Python "
-                           "there, with Python's reference counts; the main run checks")
+@helpers_compile
 def test_helpers_run_without_reference_counts_and_may_not_return_arrays():
     # Helpers compile without numba's NRT: returning even the caller's own array would
     # hand back a reference never taken (the caller would later drop it once too often).
@@ -1558,9 +1558,7 @@ def test_helpers_run_without_reference_counts_and_may_not_return_arrays():
     assert "NRT_" not in str(library._final_module)
 
 
-@pytest.mark.skipif(numba.config.DISABLE_JIT,
-                    reason="NUMBA_DISABLE_JIT=1 (the coverage job): helpers are plain Python "
-                           "there, with Python's reference counts; the main run checks")
+@helpers_compile
 def test_helper_that_allocates_is_refused_even_through_a_shared_routine():
     # numba shares its internally compiled routines between code with and without
     # reference counts: after a function with them compiled a.flatten(), a helper's
