@@ -2,8 +2,10 @@
 
 ``python benchmarks/matmul_threshold.py [float32]`` times, inside compiled loops (no
 dispatch cost), each product through the kernels' register tiles
-(``kernels._jit.tile_dot_into`` / ``tile_dot_t_into``; ``delta @ w.T`` on a transposed copy
-of ``w``, the copy counted) and through BLAS (the kernels' direct gemm calls), for
+(``kernels._jit.tile_dot_bias_into`` with its bias, ``tile_dot_t_into``, and
+``tile_dot_gate_into`` ungated for ``delta @ w.T`` on a transposed copy of ``w``, the copy
+counted) and through BLAS (the kernels' direct gemm calls, the forward one with the
+kernels' bias pass after it), for
 batch x n_in x n_out shapes from iris' to W-large's. ``kernels.dense.TILE_MAX`` is the
 largest product the kernels give the tiles. Run it on a quiet machine: BLAS timings
 suffer most from a loaded one (its threads wait on each other).
@@ -15,20 +17,32 @@ import time
 import numba
 import numpy as np
 
-from fastnn.kernels._jit import dot_into, dot_nt_into, dot_t_into, tile_dot_into, tile_dot_t_into
+from fastnn.kernels._jit import (
+    dot_into,
+    dot_nt_into,
+    dot_t_into,
+    tile_dot_bias_into,
+    tile_dot_gate_into,
+    tile_dot_t_into,
+)
 from fastnn.kernels.dense import TILE_MAX
 
 
 @numba.njit
 def _forward_tiles(reps, x, w, d, out):
+    b = np.zeros(w.shape[1], w.dtype)
     for _ in range(reps):
-        tile_dot_into(x, w, out)
+        tile_dot_bias_into(x, w, b, False, out)
 
 
 @numba.njit
 def _forward_blas(reps, x, w, d, out):
+    b = np.zeros(w.shape[1], w.dtype)
     for _ in range(reps):
         dot_into(x, w, out)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] += b[j]
 
 
 @numba.njit
@@ -50,7 +64,7 @@ def _igrad_tiles(reps, x, w, d, out):
         for j in range(w.shape[1]):
             for k in range(w.shape[0]):
                 w_t[j, k] = w[k, j]
-        tile_dot_into(d, w_t, out)
+        tile_dot_gate_into(d, w_t, out, False, out)
 
 
 @numba.njit

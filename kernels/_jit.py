@@ -1015,8 +1015,8 @@ def _tile_codegen(transpose_a, column_sums=False, epilogue=None):
     return codegen
 
 
-def _tile_intrinsic(transpose_a):
-    codegen = _tile_codegen(transpose_a)
+def _tile_t_intrinsic():
+    codegen = _tile_codegen(True)
 
     @intrinsic
     def tile_product(typingctx, a, b, out):
@@ -1070,14 +1070,11 @@ def column_sums_into(a, out):
         out += row
 
 
-def tile_dot_into(a, b, out):
-    """``out = a @ b`` in register tiles, for C-contiguous 2-D float arrays of one dtype
-    (small products: no BLAS call)."""
-    np.dot(a, b, out)
-
-
 def tile_dot_t_into(a, b, out):
-    """``out = a.T @ b`` in register tiles (``a`` and ``b`` with the same number of rows)."""
+    """``out = a.T @ b`` in register tiles, for C-contiguous 2-D float arrays of one dtype
+    with the same number of rows (small products: no BLAS call). ``a @ b`` goes through the
+    two below, which apply a bias or ReLU's derivative as the tiles store each sum (with
+    ``relu`` / ``gated`` False, the plain product)."""
     np.dot(a.T, b, out)
 
 
@@ -1099,7 +1096,7 @@ def tile_dot_gate_into(a, b, gate, gated, out):
 
 
 if not numba.config.DISABLE_JIT:
-    tile_dot_into, tile_dot_t_into = _tile_intrinsic(False), _tile_intrinsic(True)  # noqa: F811
+    tile_dot_t_into = _tile_t_intrinsic()  # noqa: F811
     tile_dot_bias_into = _tile_epilogue_intrinsic("bias")  # noqa: F811
     tile_dot_gate_into = _tile_epilogue_intrinsic("gate")  # noqa: F811
     column_sums_into = _column_sums_intrinsic()  # noqa: F811

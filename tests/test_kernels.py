@@ -125,7 +125,7 @@ def _tile_products(width):
     # AVX2 (whole vectors, then a masked last one), 64 on AVX-512 (one masked loop)
     _jit.TILE_BYTES, _jit.TILE_MASKED_LOOP = width, (None if width is None else width == 64)
     try:
-        tile, tile_t = _jit._tile_intrinsic(False), _jit._tile_intrinsic(True)
+        tile_t = _jit._tile_t_intrinsic()
         column_sums = _jit._column_sums_intrinsic()
         tile_bias = _jit._tile_epilogue_intrinsic("bias")
         tile_gate = _jit._tile_epilogue_intrinsic("gate")
@@ -133,7 +133,7 @@ def _tile_products(width):
         @numba.njit(**_jit._OPTS)
         def products(a, a_t, b, out, out_t, sums, bias, relu, out_bias, gate, gated,
                      out_gate):
-            tile(a, b, out)
+            tile_gate(a, b, out, False, out)  # the plain product, as dense_backward_input's
             tile_t(a_t, b, out_t)
             column_sums(b, sums)
             tile_bias(a, b, bias, relu, out_bias)
@@ -157,11 +157,11 @@ def test_register_tile_loops_are_not_unrolled():
     # it is a row's last). LLVM unrolled the k loops about five times (310 for the 62 of
     # the tiles then, which had a third, masked, kind), at a cost in compile time and no
     # gain in speed.
-    tile = _jit._tile_intrinsic(False)
+    tile = _jit._tile_epilogue_intrinsic("gate")
 
     @numba.njit(**_jit._OPTS)
     def product(a, b, out):
-        tile(a, b, out)
+        tile(a, b, out, False, out)
 
     square = np.zeros((1, 1))
     product(square, square, square)
