@@ -109,13 +109,17 @@ def gemm_peak(dtype, threads=None, n=2048, repeats=7):
     return 2.0 * n ** 3 / min(times) / 1e9
 
 
-def products_seconds(name, repeats=7):
+def products_seconds(name, repeats=15):
     """Seconds one epoch of ``name`` spends in its matrix products alone, timed product by
     product through NumPy's BLAS at the epoch's shapes (full batches; the remainder batch
     counted as a full one): the epoch's floor while those products go through this BLAS.
-    Each product is the median of ``repeats`` calls into a preallocated output.
+
+    Each product counts its fastest of ``repeats`` calls into a preallocated output, timed
+    in rounds of the batch's products in order, as an epoch calls them. A floor is what the
+    machine reaches: medians of back-to-back calls put this floor at 1.48 s, above the
+    1.10 s epoch of the same run, when a slow phase of the host held its second core
+    (2026-12-07, runs k and m).
     """
-    import statistics
     import time
 
     spec = WORKLOADS[name]
@@ -133,17 +137,16 @@ def products_seconds(name, repeats=7):
         products.append((acts[layer].T, deltas[layer], np.empty_like(w)))      # weight grad
         if layer > 0:                                                          # input grad
             products.append((deltas[layer], w.T, np.empty((rows, w.shape[0]), dtype)))
-    batch = 0.0
     for a, b, out in products:
         np.dot(a, b, out)
-        times = []
-        for _ in range(repeats):
+    fastest = [float("inf")] * len(products)
+    for _ in range(repeats):
+        for i, (a, b, out) in enumerate(products):
             start = time.perf_counter()
             np.dot(a, b, out)
-            times.append(time.perf_counter() - start)
-        batch += statistics.median(times)
+            fastest[i] = min(fastest[i], time.perf_counter() - start)
     n = load(name)[0].shape[0]
-    return batch * -(-n // rows)
+    return sum(fastest) * -(-n // rows)
 
 
 # --- inference, compile and estimator workloads (added; the three above stay as they are) ---

@@ -230,6 +230,25 @@ def test_gemm_peak_is_the_fastest_product(monkeypatch):
     assert gemm_peak("float64", n=64, repeats=3) == pytest.approx(2 * 64**3 / 1.0 / 1e9)
 
 
+def test_products_floor_counts_each_products_fastest_call(monkeypatch):
+    # The epoch's products alone are a floor: each product's fastest call counts. Medians
+    # put it at 1.48 s beside a 1.10 s epoch in a slow phase of the host (2026-12-07).
+    # W-tiny's batch makes 8 products; three rounds of them take 1, 5 and 4 s a call.
+    import time
+
+    from fastnn._workloads import products_seconds
+
+    ticks, now = [], 0.0
+    for seconds in (1.0, 5.0, 4.0):
+        for _ in range(8):
+            ticks += [now, now + seconds]
+            now += seconds + 1.0
+    clock = iter(ticks)
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    assert products_seconds("W-tiny", repeats=3) == pytest.approx(8 * 1.0 * 10)  # 10 batches
+    assert next(clock, None) is None  # every product timed in each of the three rounds
+
+
 @pytest.mark.parametrize("before, after, products, peak", [
     (150.0, 140.0, 177.0, 177.0),   # 2026-12-07: both 2048^3 products in a slow phase
     (190.0, 150.0, 170.0, 190.0),
