@@ -328,6 +328,16 @@ class Trainer:
                 *csr_arrays(x), y, sw, orders, self.batch_size, net.theta, self.grad, self.m,
                 self.v, net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
                 totals))
+        import os
+
+        if os.environ.get("FASTNN_SPLIT") == "1":  # WORK IN PROGRESS (branch split-engine)
+            from fastnn import _split
+
+            if _split.applies(net, x):
+                if getattr(self, "_split", None) is None:
+                    self._split = _split.SplitRunner(net, self.batch_size)
+                return self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
+                                          self.v, totals)
         return int(net.engine.run_epochs(
             x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
             net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))

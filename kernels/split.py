@@ -1,0 +1,275 @@
+"""WORK IN PROGRESS (branch split-engine, not on main): the training epoch split over two
+threads by units. Each thread owns half of every hidden layer's units (their weight
+columns, biases, gradients and optimizer state, in a parameter buffer of its own laid
+out as ``theta``: its weights first, then its biases) and a copy of the output layer,
+which both threads update alike. See benchmarks/split_epoch_probe.py.
+
+Per thread, besides run_epochs' arguments:
+- ``mine[l]``, ``col0[l]``: this thread's width and first unit of layer l (the output
+  layer: all of it, from 0);
+- ``offsets`` / ``other_offsets``: where each layer's weights and biases start in this
+  thread's / the other's parameter buffer;
+- ``pos``: the work buffer's layout (fastnn._network.split_layout), the same for both;
+- ``flags`` (int64): the two barrier counters (at 0 and 8) and the abort flag (at 16);
+- ``shared`` (float64): per thread, its L2 partial sum (at me) and whether its epoch
+  diverged (at 2 + me).
+"""
+
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
+from ._jit import borrowed, inline_ir, kernel, lesser, rows_view
+from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative
+from .dense import _grad_input, _grad_params, _matmul_bias, _tiled, dot_into, tile_dot_gate_into
+from .epoch import _finite_1d, _save_state, _step
+from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
+from .optim import _flush_subnormal_state
+
+ABORT = 16
+
+
+def _load_acquire_py(arr, idx):
+    return arr[idx]
+
+
+def _store_release_py(arr, idx, value):
+    arr[idx] = value
+
+
+@intrinsic
+def _load_acquire(typingctx, arr, idx):
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
+        return builder.load_atomic(ptr, ordering="acquire", align=8)
+    return types.int64(arr, idx), codegen
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, value):
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
+        builder.store_atomic(args[2], ptr, ordering="release", align=8)
+        return context.get_dummy_value()
+    return types.void(arr, idx, value), codegen
+
+
+load_acquire, store_release = _load_acquire_py, _store_release_py
+if not numba.config.DISABLE_JIT:
+    load_acquire, store_release = _load_acquire, _store_release  # noqa: F811
+
+
+@inline_ir
+def _barrier(flags, me, count):
+    # False when the other thread gave up (the abort flag): return at once
+    store_release(flags, 8 * me, count)
+    while load_acquire(flags, 8 * (1 - me)) < count:
+        if load_acquire(flags, ABORT) != 0:
+            return False
+    return True
+
+
+@inline_ir
+def _join(mine, other, first, full):
+    # full = this layer's units in order: mine from unit first, the other's around them
+    n_mine = mine.shape[1]
+    n_other = other.shape[1]
+    other_first = n_mine if first == 0 else 0
+    for r in range(full.shape[0]):
+        for j in range(n_mine):
+            full[r, first + j] = mine[r, j]
+        for j in range(n_other):
+            full[r, other_first + j] = other[r, j]
+
+
+@kernel
+def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes, mine, col0,
+                     offsets, other_offsets, acts, hyper, t, opt, work, pos, totals,
+                     other_theta, other_work, flags, shared):
+    """Thread ``me``'s part of run_epochs (kernels/epoch.py) split by units: the same
+    epochs, losses and updates. Returns the epochs completed, or -1 when the other
+    thread aborted."""
+    x, y, sw, orders, theta, grad = (borrowed(x), borrowed(y), borrowed(sw), borrowed(orders),
+                                     borrowed(theta), borrowed(grad))
+    m, v, sizes, mine, col0, offsets = (borrowed(m), borrowed(v), borrowed(sizes),
+                                        borrowed(mine), borrowed(col0), borrowed(offsets))
+    other_offsets, acts, hyper, work, pos, totals = (
+        borrowed(other_offsets), borrowed(acts), borrowed(hyper), borrowed(work),
+        borrowed(pos), borrowed(totals))
+    other_theta, other_work, flags, shared = (borrowed(other_theta), borrowed(other_work),
+                                              borrowed(flags), borrowed(shared))
+    n_layers = sizes.shape[0] - 1
+    out_layer = n_layers - 1
+    n_in = sizes[0]
+    n_out = sizes[n_layers]
+    cap = pos[0]
+    # pos: [cap, x, y, sw, z, delta out, scratch, transposed rows, saved, then per
+    # hidden layer: half, full, delta half, delta full]
+    scratch = work[pos[6] : pos[7]]
+    saved = work[pos[8] : pos[8] + 3 * theta.shape[0]]
+    n_weights = offsets[n_layers]
+    alpha = hyper[HYPER_ALPHA]
+    count = 0
+    n = orders.shape[1]
+    for epoch in range(orders.shape[0]):
+        _save_state(theta, m, v, saved)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            nb = lesser(batch_size, n - start)
+            xb = rows_view(work, pos[1], nb, n_in)
+            yb = rows_view(work, pos[2], nb, n_out)
+            swb = work[pos[3] : pos[3] + nb]
+            for r in range(nb):
+                src = orders[epoch, start + r]
+                for k in range(n_in):
+                    xb[r, k] = x[src, k]
+                for j in range(n_out):
+                    yb[r, j] = y[src, j]
+                swb[r] = sw[src]
+            if alpha != 0.0:  # this thread's hidden weights; the output layer's below
+                sq = 0.0
+                for p in range(offsets[out_layer]):
+                    sq += theta[p] * theta[p]
+                shared[me] = sq
+            a_in = xb
+            for layer in range(out_layer):  # hidden layers: this thread's units
+                base = 9 + 4 * layer
+                w = rows_view(theta, offsets[layer], sizes[layer], mine[layer])
+                b = theta[offsets[n_layers + layer] : offsets[n_layers + layer] + mine[layer]]
+                h = rows_view(work, pos[base], nb, mine[layer])
+                relu = acts[layer] == RELU
+                _matmul_bias(a_in, w, b, relu, h)
+                if not relu:
+                    _activate_hidden(acts[layer], h)
+                count += 1
+                if not _barrier(flags, me, count):
+                    return -1
+                full = rows_view(work, pos[base + 1], nb, sizes[layer + 1])
+                _join(h, rows_view(other_work, pos[base], nb, sizes[layer + 1] - mine[layer]),
+                      col0[layer], full)
+                a_in = full
+            w_out = rows_view(theta, offsets[out_layer], sizes[out_layer], n_out)
+            b_out = theta[offsets[n_layers + out_layer] : offsets[n_layers + out_layer] + n_out]
+            z = rows_view(work, pos[4], nb, n_out)
+            _matmul_bias(a_in, w_out, b_out, False, z)
+            delta = rows_view(work, pos[5], nb, n_out)
+            out_code = acts[out_layer]
+            if out_code == SOFTMAX:
+                loss = _softmax_xent_rows(z, yb, swb, hyper[HYPER_CLIP_EPS], delta)
+            elif out_code == LOGISTIC:
+                loss = _sigmoid_bce_rows(z, yb, swb, hyper[HYPER_CLIP_EPS], delta)
+            elif out_code == EXP:
+                loss = _exp_poisson_rows(z, yb, swb, delta)
+            else:
+                loss = _mse_rows(z, yb, swb, hyper[HYPER_GSCALE], delta)
+            sw_sum = 0.0
+            for i in range(nb):
+                sw_sum += swb[i]
+            l2 = 0.0
+            if alpha != 0.0:  # the halves in thread order, then the output layer's
+                sq_out = 0.0
+                for p in range(offsets[out_layer], n_weights):
+                    sq_out += theta[p] * theta[p]
+                l2 = 0.5 * alpha * (shared[0] + shared[1] + sq_out)
+            denom = theta.dtype.type(sw_sum)
+            alpha_t = theta.dtype.type(alpha)
+            # the output layer (both threads alike), then this thread's units below it
+            grad_w = rows_view(grad, offsets[out_layer], sizes[out_layer], n_out)
+            grad_b = grad[offsets[n_layers + out_layer] : offsets[n_layers + out_layer] + n_out]
+            _grad_params(a_in, delta, w_out, alpha_t, denom, False, grad_w, grad_b)
+            last = out_layer - 1
+            base = 9 + 4 * last
+            below = rows_view(work, pos[base + 2], nb, mine[last])
+            rows = rows_view(theta, offsets[out_layer] + col0[last] * n_out, mine[last], n_out)
+            relu = acts[last] == RELU
+            _grad_input(delta, rows, scratch, rows_view(work, pos[base], nb, mine[last]), relu,
+                        below)
+            if not relu:
+                _derivative(acts[last], rows_view(work, pos[base], nb, mine[last]), below,
+                            below)
+            for layer in range(last, -1, -1):
+                base = 9 + 4 * layer
+                d_mine = rows_view(work, pos[base + 2], nb, mine[layer])
+                if layer == 0:
+                    a_prev = xb
+                else:
+                    a_prev = rows_view(work, pos[base - 3], nb, sizes[layer])
+                w = rows_view(theta, offsets[layer], sizes[layer], mine[layer])
+                grad_w = rows_view(grad, offsets[layer], sizes[layer], mine[layer])
+                b0 = offsets[n_layers + layer]
+                _grad_params(a_prev, d_mine, w, alpha_t, denom, False, grad_w,
+                             grad[b0 : b0 + mine[layer]])
+                if layer > 0:
+                    count += 1
+                    if not _barrier(flags, me, count):
+                        return -1
+                    width = sizes[layer + 1]
+                    n_other = width - mine[layer]
+                    d_full = rows_view(work, pos[base + 3], nb, width)
+                    _join(d_mine, rows_view(other_work, pos[base + 2], nb, n_other),
+                          col0[layer], d_full)
+                    # rows of this layer's weights for my units of the layer below, all
+                    # columns (mine and the other's), transposed
+                    k0 = col0[layer - 1]
+                    k_n = mine[layer - 1]
+                    w_t = rows_view(work, pos[7], width, k_n)
+                    w_other = rows_view(other_theta, other_offsets[layer], sizes[layer],
+                                        n_other)
+                    other_first = mine[layer] if col0[layer] == 0 else 0
+                    for j in range(mine[layer]):
+                        for k in range(k_n):
+                            w_t[col0[layer] + j, k] = w[k0 + k, j]
+                    for j in range(n_other):
+                        for k in range(k_n):
+                            w_t[other_first + j, k] = w_other[k0 + k, j]
+                    gate = rows_view(work, pos[base - 4], nb, k_n)
+                    d_below = rows_view(work, pos[base - 2], nb, k_n)
+                    relu = acts[layer - 1] == RELU
+                    _product_gated(d_full, w_t, gate, relu, d_below)
+                    if not relu:
+                        _derivative(acts[layer - 1], gate, d_below, d_below)
+            count += 1  # the other has read my weights and my halves: update them
+            if not _barrier(flags, me, count):
+                return -1
+            total += (loss / sw_sum + l2 / sw_sum) * nb
+            t += 1
+            _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
+        totals[epoch] = total
+        _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
+        good = total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v)
+        shared[2 + me] = 0.0 if good else 1.0
+        count += 1
+        if not _barrier(flags, me, count):
+            return -1
+        diverged = shared[2] != 0.0 or shared[3] != 0.0
+        count += 1  # both have read the verdicts before the next epoch writes them
+        if not _barrier(flags, me, count):
+            return -1
+        if diverged:
+            n_params = theta.shape[0]
+            for p in range(n_params):
+                theta[p] = saved[p]
+                m[p] = saved[n_params + p]
+                v[p] = saved[2 * n_params + p]
+            return epoch
+    return orders.shape[0]
+
+
+@inline_ir
+def _product_gated(a, w_t, gate, gated, out):
+    # out = a @ w_t, 0 where gated and not gate > 0 (w_t: the transposed weight rows)
+    if _tiled(a, w_t):
+        tile_dot_gate_into(a, w_t, gate, gated, out)
+        return
+    dot_into(a, w_t, out)
+    if gated:
+        zero = out.dtype.type(0)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                if not gate[i, j] > zero:
+                    out[i, j] = zero
