@@ -306,6 +306,11 @@ class Trainer:
                                  f"{np.shape(a)}")
         self.m, self.v = state
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_split", None)  # two threads' buffers: made again at the next epochs
+        return state
+
     def __setstate__(self, state):
         # unpickled arrays come from NumPy's allocator: realign what the kernels stream
         self.__dict__.update(state)
@@ -328,16 +333,13 @@ class Trainer:
                 *csr_arrays(x), y, sw, orders, self.batch_size, net.theta, self.grad, self.m,
                 self.v, net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
                 totals))
-        import os
+        from fastnn import _split
 
-        if os.environ.get("FASTNN_SPLIT") == "1":  # WORK IN PROGRESS (branch split-engine)
-            from fastnn import _split
-
-            if _split.applies(net, x):
-                if getattr(self, "_split", None) is None:
-                    self._split = _split.SplitRunner(net, self.batch_size)
-                return self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
-                                          self.v, totals)
+        if _split.applies(net, x, self.batch_size):
+            if getattr(self, "_split", None) is None:
+                self._split = _split.SplitRunner(net, self.batch_size)
+            return self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
+                                      self.v, totals)
         return int(net.engine.run_epochs(
             x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
             net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))

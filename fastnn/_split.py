@@ -1,103 +1,129 @@
-"""WORK IN PROGRESS (branch split-engine): training on two threads, each owning half of
-every hidden layer's units (kernels/split.py). Not wired into the API by default:
-``FASTNN_SPLIT=1`` routes dense numba fits with at least one hidden layer through it."""
+"""Training on two threads, each owning half of every hidden layer's units
+(kernels/split.py): the dispatch rule, the two parameter layouts and the threads."""
 
+import os
 import threading
 
 import numpy as np
 
-from fastnn._network import aligned_empty
+from fastnn._network import aligned_empty, is_csr
 
-TRANSPOSE_MAX = 4096
+# Multiply-adds a batch from which the split pays. Measured on digits, alternating fits
+# (2026-12-08, AMD EPYC Zen 4, 2 vCPUs): hidden (64, 32) at batch 32, 207k, 1.02x the
+# one-thread time; (128, 64), 545k, 0.72-0.91x; at batch 64, 1.09 M, 0.82x. Below it the
+# barriers and joins cost more than half the batch's work saves (iris' (16, 16): 2.6x).
+SPLIT_MIN = 400000
 
 
 def _round16(n):
+    # blocks start on 64-byte lines, as the one-thread work buffer's do
     return (n + 15) // 16 * 16
 
 
+def _halves(width):
+    first = (width + 1) // 2
+    return first, width - first
+
+
+def applies(net, x, batch_size):
+    """Whether a fit of ``net`` on ``x`` runs on two threads: the numba engine, dense rows,
+    a hidden layer or more of two units or more, enough work a batch (``SPLIT_MIN``),
+    every product of the split within the register tiles (no BLAS call from two threads
+    at once), two cores and a BLAS thread budget of two or more (``n_threads``,
+    threadpoolctl's limits, a joblib worker's one thread)."""
+    from fastnn.kernels.dense import TILE_MAX, TRANSPOSE_MAX
+    from fastnn.kernels._jit import blas_thread_count
+
+    sizes = [int(s) for s in net.sizes]
+    hidden = sizes[1:-1]
+    if net.backend != "numba" or is_csr(x) or not hidden or min(hidden) < 2:
+        return False
+    work = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if work < SPLIT_MIN:
+        return False
+    products = [batch_size * sizes[-2] * sizes[-1]]
+    for layer, width in enumerate(hidden):
+        products.append(batch_size * sizes[layer] * _halves(width)[0])
+        if layer > 0:
+            products.append(batch_size * width * _halves(sizes[layer])[0])
+    if max(products) > TILE_MAX or _halves(hidden[-1])[0] * sizes[-1] > TRANSPOSE_MAX:
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) >= 2 and blas_thread_count() >= 2
+
+
 class SplitPlan:
-    """The two threads' parameter layouts (index maps into ``theta``) and work layout."""
+    """Each thread's parameter layout (``index``: where its parameters sit in ``theta``;
+    its ``offsets``, ``mine`` and ``col0``) and the work buffer's layout ``pos``."""
 
     def __init__(self, net, batch_size):
-        from fastnn.kernels.dense import TRANSPOSE_MAX as scratch
+        from fastnn.kernels.dense import TRANSPOSE_MAX
 
         sizes = [int(s) for s in net.sizes]
         n_layers = len(sizes) - 1
-        full_offsets = [int(o) for o in net.offsets]
+        full = [int(o) for o in net.offsets]
         self.sizes = np.asarray(sizes, np.int64)
         self.mine, self.col0, self.offsets, self.index = [], [], [], []
         for me in range(2):
             mine, col0 = [], []
             for layer in range(n_layers):
                 width = sizes[layer + 1]
-                if layer == n_layers - 1:
-                    mine.append(width)
-                    col0.append(0)
-                else:
-                    first_half = (width + 1) // 2
-                    mine.append(first_half if me == 0 else width - first_half)
-                    col0.append(0 if me == 0 else first_half)
-            index, offsets = [], [0] * (2 * n_layers)
-            count = 0
-            for layer in range(n_layers):
+                first = _halves(width)[0] if layer < n_layers - 1 else width
+                mine.append(first if me == 0 else width - first if layer < n_layers - 1
+                            else width)
+                col0.append(first if me == 1 and layer < n_layers - 1 else 0)
+            index, offsets, count = [], [0] * (2 * n_layers), 0
+            for layer in range(n_layers):  # weights: rows of this thread's columns
                 offsets[layer] = count
                 rows = np.arange(sizes[layer])[:, None] * sizes[layer + 1]
-                cols = col0[layer] + np.arange(mine[layer])[None, :]
-                index.append((full_offsets[layer] + rows + cols).ravel())
+                index.append((full[layer] + rows + col0[layer]
+                              + np.arange(mine[layer])[None, :]).ravel())
                 count += sizes[layer] * mine[layer]
-            for layer in range(n_layers):
+            for layer in range(n_layers):  # then biases
                 offsets[n_layers + layer] = count
-                index.append(full_offsets[n_layers + layer] + col0[layer]
-                             + np.arange(mine[layer]))
+                index.append(full[n_layers + layer] + col0[layer] + np.arange(mine[layer]))
                 count += mine[layer]
             self.mine.append(np.asarray(mine, np.int64))
             self.col0.append(np.asarray(col0, np.int64))
             self.offsets.append(np.asarray(offsets, np.int64))
             self.index.append(np.concatenate(index).astype(np.int64))
         cap = _round16(batch_size)
-        n_in, n_out = sizes[0], sizes[-1]
-        halves = [(sizes[layer + 1] + 1) // 2 for layer in range(n_layers - 1)]
-        rows_t = max([sizes[layer + 1] * halves[layer - 1]
-                      for layer in range(1, n_layers - 1)] + [0])
+        halves = [_halves(width)[0] for width in sizes[1:-1]]
+        rows_t = max([sizes[layer + 1] * halves[layer - 1] for layer in range(1, len(halves))]
+                     + [0])
         n_params = max(len(i) for i in self.index)
-        blocks = [cap * n_in, cap * n_out, cap, cap * n_out, cap * n_out, scratch,
-                  _round16(rows_t), _round16(3 * n_params)]
+        # kernels/split.py reads pos as: [cap, x, y, sw, z, delta, scratch, transposed
+        # rows, saved state, then per hidden layer: half, whole, delta half, delta whole]
+        blocks = [cap * sizes[0], cap * sizes[-1], cap, cap * sizes[-1], cap * sizes[-1],
+                  TRANSPOSE_MAX, rows_t, 3 * n_params]
+        for layer, half in enumerate(halves):
+            blocks += [cap * half, cap * sizes[layer + 1]] * 2
         pos, at = [cap], 0
         for size in blocks:
             pos.append(at)
             at += _round16(size)
-        for layer in range(n_layers - 1):
-            for size in (cap * halves[layer], cap * sizes[layer + 1],
-                         cap * halves[layer], cap * sizes[layer + 1]):
-                pos.append(at)
-                at += _round16(size)
         self.pos = np.asarray(pos, np.int64)
         self.work_size = at
 
 
-def applies(net, x):
-    from fastnn._network import is_csr
-
-    return net.backend == "numba" and not is_csr(x) and len(net.sizes) >= 3 and all(
-        int(w) >= 2 for w in net.sizes[1:-1])
-
-
 class SplitRunner:
+    """A fit's two threads: their parameter buffers, work buffers and barrier flags."""
+
     def __init__(self, net, batch_size):
         self.net = net
         self.batch_size = batch_size
-        self.plan = SplitPlan(net, batch_size)
-        dtype = net.dtype
-        self.theta = [aligned_empty(len(i), dtype) for i in self.plan.index]
-        self.grad = [aligned_empty(len(i), dtype) for i in self.plan.index]
-        self.m = [aligned_empty(len(i), dtype) for i in self.plan.index]
-        self.v = [aligned_empty(len(i), dtype) for i in self.plan.index]
-        self.work = [aligned_empty(self.plan.work_size, dtype) for _ in range(2)]
+        self.plan = plan = SplitPlan(net, batch_size)
+        self.theta, self.grad, self.m, self.v = (
+            [aligned_empty(len(i), net.dtype) for i in plan.index] for _ in range(4))
+        self.work = [aligned_empty(plan.work_size, net.dtype) for _ in range(2)]
         self.flags = np.zeros(24, np.int64)
         self.shared = np.zeros(4, np.float64)
 
     def epochs(self, x, y, sw, orders, hyper, t, opt_code, m, v, totals):
-        from fastnn.kernels.split import ABORT, run_epochs_split
+        """Trainer.epochs on two threads; ``theta``, ``m`` and ``v`` (the one-thread
+        layouts) are read before and written after."""
+        from fastnn.kernels import run_epochs_split
+        from fastnn.kernels.split import ABORT
 
         net, plan = self.net, self.plan
         for me in range(2):
@@ -106,38 +132,38 @@ class SplitRunner:
             np.take(v, plan.index[me], out=self.v[me])
         self.flags[:] = 0
         self.shared[:] = 0
-        totals_other = np.empty_like(totals)
-        done, failure = [None, None], []
+        done, failed = [None, None], []
+        other_totals = np.empty_like(totals)
 
-        def run(me, out_totals):
+        def run(me, out):
             done[me] = run_epochs_split(
                 me, x, y, sw, orders, self.batch_size, self.theta[me], self.grad[me],
                 self.m[me], self.v[me], plan.sizes, plan.mine[me], plan.col0[me],
                 plan.offsets[me], plan.offsets[1 - me], net.acts, hyper, t, opt_code,
-                self.work[me], plan.pos, out_totals, self.theta[1 - me], self.work[1 - me],
+                self.work[me], plan.pos, out, self.theta[1 - me], self.work[1 - me],
                 self.flags, self.shared)
 
-        def worker():
+        def second():
             try:
-                run(1, totals_other)
-            except BaseException as exc:  # the main thread must not wait for it
-                failure.append(exc)
+                run(1, other_totals)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the first thread
+                failed.append(exc)
                 self.flags[ABORT] = 1
 
-        thread = threading.Thread(target=worker, name="fastnn-split", daemon=True)
-        thread.start()
+        worker = threading.Thread(target=second, name="fastnn-split", daemon=True)
+        worker.start()
         try:
             run(0, totals)
         except BaseException:
             self.flags[ABORT] = 1
-            thread.join()
+            worker.join()
+            if failed:  # the second thread's error stopped this one: that is the cause
+                raise failed[0] from None
             raise
-        thread.join()
-        if failure:
-            raise failure[0]
-        if done[0] != done[1]:
-            raise RuntimeError(f"split threads disagree: {done}")
-        for me in range(2):
+        worker.join()
+        if failed:
+            raise failed[0]
+        for me in range(2):  # the output layer is in both, alike
             net.theta[plan.index[me]] = self.theta[me]
             m[plan.index[me]] = self.m[me]
             v[plan.index[me]] = self.v[me]

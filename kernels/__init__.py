@@ -53,6 +53,7 @@ _HOMES = {
     ],
     "optim": ["sgd_update", "nesterov_update", "adam_update"],
     "shuffle": ["shuffled_orders"],
+    "split": ["run_epochs_split"],
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 

@@ -516,6 +516,60 @@ def opaque_float(value):
     return value
 
 
+# Two threads training one network (kernels/split.py) meet at barriers: a counter each,
+# written with release and read with acquire ordering, so that what a thread wrote before
+# its count is visible to the other once it sees the count.
+@intrinsic
+def _load_acquire(typingctx, arr, idx):
+    if (isinstance(arr, numba.types.Array) and arr.dtype == numba.types.int64
+            and arr.ndim == 1 and isinstance(idx, numba.types.Integer)):
+        def codegen(context, builder, sig, args):
+            a = context.make_array(sig.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
+            return builder.load_atomic(ptr, ordering="acquire", align=8)
+        return numba.types.int64(arr, idx), codegen
+    return None
+
+
+@intrinsic
+def _store_release(typingctx, arr, idx, value):
+    if (isinstance(arr, numba.types.Array) and arr.dtype == numba.types.int64
+            and arr.ndim == 1 and isinstance(idx, numba.types.Integer)
+            and value == numba.types.int64):
+        def codegen(context, builder, sig, args):
+            a = context.make_array(sig.args[0])(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
+            builder.store_atomic(args[2], ptr, ordering="release", align=8)
+            return context.get_dummy_value()
+        return numba.types.void(arr, idx, value), codegen
+    return None
+
+
+@intrinsic
+def _yield_cpu(typingctx):
+    # libc's sched_yield, linked from the process (cached code too)
+    def codegen(context, builder, sig, args):
+        fnty = llvmlite.ir.FunctionType(llvmlite.ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
+        return context.get_dummy_value()
+    return numba.types.void(), codegen
+
+
+def load_acquire(arr, idx):
+    """``arr[idx]`` (int64), read with acquire ordering."""
+    return arr[idx]
+
+
+def store_release(arr, idx, value):
+    """``arr[idx] = value`` (int64), written with release ordering."""
+    arr[idx] = value
+
+
+def yield_cpu():
+    """Let the scheduler run another thread on this core (``sched_yield``)."""
+    os.sched_yield()
+
+
 def borrowed(arr):
     """``arr`` without its reference count, for use inside the running kernel only."""
     return arr
@@ -532,6 +586,9 @@ if not numba.config.DISABLE_JIT:  # the plain functions above are the JIT-off tw
     flat_view = _flat_view  # noqa: F811
     float_from_bits = _float_from_bits  # noqa: F811
     opaque_float = _opaque_float  # noqa: F811
+    load_acquire = _load_acquire  # noqa: F811
+    store_release = _store_release  # noqa: F811
+    yield_cpu = _yield_cpu  # noqa: F811
 
 
 # BLAS products called directly. numba's np.dot reaches the same OpenBLAS gemm through
@@ -643,8 +700,31 @@ def _blas_core(address):
     return ""
 
 
+def _blas_thread_count(address):
+    # The library's current thread count (threadpoolctl's limits change it), as a
+    # function; one that answers 0 where the library cannot tell.
+    try:
+        libdl = ctypes.CDLL(None)
+        info = _DlInfo()
+        if not libdl.dladdr(ctypes.c_void_p(address), ctypes.byref(info)) or not info.dli_fname:
+            return lambda: 0
+        lib = ctypes.CDLL(info.dli_fname.decode())
+    except (OSError, AttributeError):
+        return lambda: 0
+    for name in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                 "openblas_get_num_threads64_", "openblas_get_num_threads"):
+        count = getattr(lib, name, None)
+        if count is not None:
+            count.restype, count.argtypes = ctypes.c_int, []
+            return count
+    return lambda: 0
+
+
 # The kernels choose between BLAS call patterns by the core (kernels/dense.py).
 BLAS_CORE = _blas_core(_gemm_addresses["float64"])
+# How many threads the kernels' BLAS may use now: the budget of a fit's threads
+# (fastnn._split trains on two only where it is at least 2).
+blas_thread_count = _blas_thread_count(_gemm_addresses["float64"])
 # Compiled code calls the library this process found, and chose by its core: a cache
 # entry is valid for that pair.
 _SOURCES_STAMP = (_SOURCES_STAMP[0], f"{_SOURCES_STAMP[1]}|{BLAS}|{BLAS_CORE}")

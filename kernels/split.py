@@ -1,104 +1,54 @@
-"""WORK IN PROGRESS (branch split-engine, not on main): the training epoch split over two
-threads by units. Each thread owns half of every hidden layer's units (their weight
-columns, biases, gradients and optimizer state, in a parameter buffer of its own laid
-out as ``theta``: its weights first, then its biases) and a copy of the output layer,
-which both threads update alike. See benchmarks/split_epoch_probe.py.
+"""The training epoch on two threads, split by units (fastnn._split runs it).
+
+Each thread owns half of every hidden layer's units: their weight columns, biases,
+gradients and optimizer state, in a parameter buffer of its own laid out as ``theta`` is
+(its weights first, then its biases). Both hold the whole output layer and update it
+alike, so that the loss and the output's delta come out of whole rows in each thread.
+Every sum runs in the one-thread order (the register tiles' column blocks are
+bit-identical to the whole product), so the weights are the one-thread engine's wherever
+that engine takes its products in the tiles too (it takes ``delta @ w.T`` past
+``TRANSPOSE_MAX`` weights through BLAS: there they agree to ~1e-15); the loss's L2 term
+adds the threads' halves, within rounding of the one-thread sum.
 
 Per thread, besides run_epochs' arguments:
 - ``mine[l]``, ``col0[l]``: this thread's width and first unit of layer l (the output
   layer: all of it, from 0);
 - ``offsets`` / ``other_offsets``: where each layer's weights and biases start in this
   thread's / the other's parameter buffer;
-- ``pos``: the work buffer's layout (fastnn._network.split_layout), the same for both;
-- ``flags`` (int64): the two barrier counters (at 0 and 8) and the abort flag (at 16);
-- ``shared`` (float64): per thread, its L2 partial sum (at me) and whether its epoch
-  diverged (at 2 + me).
+- ``pos``: the work buffer's layout (fastnn._split.SplitPlan), the same in both threads;
+- ``flags`` (int64, 24): the two barrier counters (at 0 and 8) and the abort flag;
+- ``shared`` (float64, 4): per thread, its L2 partial sum (at ``me``) and whether its
+  epoch diverged (at ``2 + me``).
 """
 
-import os
-
-import llvmlite.ir
-import numba
-import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
-
 from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
-from ._jit import borrowed, inline_ir, kernel, lesser, rows_view
-from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative
-from .dense import _grad_input, _grad_params, _matmul_bias, _tiled, dot_into, tile_dot_gate_into
+from ._jit import (borrowed, dot_into, flat_view, inline_ir, kernel, lesser, load_acquire,
+                   rows_view, store_release, tile_dot_gate_into, yield_cpu)
+from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative,
+                          _relu_derivative_inplace)
+from .dense import _grad_input, _grad_params, _matmul_bias, _tiled
 from .epoch import _finite_1d, _save_state, _step
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _flush_subnormal_state
 
-ABORT = 16
-
-
-def _load_acquire_py(arr, idx):
-    return arr[idx]
-
-
-def _store_release_py(arr, idx, value):
-    arr[idx] = value
-
-
-@intrinsic
-def _load_acquire(typingctx, arr, idx):
-    def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
-        return builder.load_atomic(ptr, ordering="acquire", align=8)
-    return types.int64(arr, idx), codegen
-
-
-@intrinsic
-def _store_release(typingctx, arr, idx, value):
-    def codegen(context, builder, sig, args):
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], a, [args[1]])
-        builder.store_atomic(args[2], ptr, ordering="release", align=8)
-        return context.get_dummy_value()
-    return types.void(arr, idx, value), codegen
-
-
-def _yield_py():
-    os.sched_yield()
-
-
-@intrinsic
-def _yield(typingctx):
-    # libc's sched_yield: the JIT links it from the process, cached code too
-    def codegen(context, builder, sig, args):
-        fnty = llvmlite.ir.FunctionType(llvmlite.ir.IntType(32), [])
-        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
-        return context.get_dummy_value()
-    return types.void(), codegen
-
-
-load_acquire, store_release, yield_cpu = _load_acquire_py, _store_release_py, _yield_py
-if not numba.config.DISABLE_JIT:
-    load_acquire, store_release, yield_cpu = _load_acquire, _store_release, _yield  # noqa: F811
-
-# Spins before a waiting thread yields its core: ~10 us. A barrier a batch phase takes
-# ~0.1 us when the other thread runs on the other core; when both share one (another
-# process's threads, a host's slow phase), spinning on would hold the core the other
-# thread needs until the scheduler's next tick.
+ABORT = 16  # flags[ABORT] != 0: a thread stopped; the other raises at its next barrier
+# Spins before a waiting thread yields its core (~10 us). A barrier takes ~0.1 us when the
+# other thread runs on the other core; when both share one (other processes' threads, a
+# host's slow phase), spinning on would hold the core the other thread needs until the
+# scheduler's next tick.
 SPINS = 4096
 
 
 @inline_ir
 def _barrier(flags, me, count):
-    # False when the other thread gave up (the abort flag): return at once
     store_release(flags, 8 * me, count)
     spins = 0
     while load_acquire(flags, 8 * (1 - me)) < count:
         if load_acquire(flags, ABORT) != 0:
-            return False
+            raise RuntimeError("fastnn: the other training thread stopped")
         spins += 1
         if spins >= SPINS:
             yield_cpu()
-    return True
 
 
 @inline_ir
@@ -118,9 +68,9 @@ def _join(mine, other, first, full):
 def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes, mine, col0,
                      offsets, other_offsets, acts, hyper, t, opt, work, pos, totals,
                      other_theta, other_work, flags, shared):
-    """Thread ``me``'s part of run_epochs (kernels/epoch.py) split by units: the same
-    epochs, losses and updates. Returns the epochs completed, or -1 when the other
-    thread aborted."""
+    """Thread ``me``'s part of run_epochs (kernels/epoch.py), split by units: the same
+    epochs, totals and return value. Raises RuntimeError at a barrier where the other
+    thread has stopped (``flags[ABORT]`` set)."""
     x, y, sw, orders, theta, grad = (borrowed(x), borrowed(y), borrowed(sw), borrowed(orders),
                                      borrowed(theta), borrowed(grad))
     m, v, sizes, mine, col0, offsets = (borrowed(m), borrowed(v), borrowed(sizes),
@@ -174,8 +124,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                 if not relu:
                     _activate_hidden(acts[layer], h)
                 count += 1
-                if not _barrier(flags, me, count):
-                    return -1
+                _barrier(flags, me, count)
                 full = rows_view(work, pos[base + 1], nb, sizes[layer + 1])
                 _join(h, rows_view(other_work, pos[base], nb, sizes[layer + 1] - mine[layer]),
                       col0[layer], full)
@@ -233,8 +182,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                              grad[b0 : b0 + mine[layer]])
                 if layer > 0:
                     count += 1
-                    if not _barrier(flags, me, count):
-                        return -1
+                    _barrier(flags, me, count)
                     width = sizes[layer + 1]
                     n_other = width - mine[layer]
                     d_full = rows_view(work, pos[base + 3], nb, width)
@@ -261,8 +209,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                     if not relu:
                         _derivative(acts[layer - 1], gate, d_below, d_below)
             count += 1  # the other has read my weights and my halves: update them
-            if not _barrier(flags, me, count):
-                return -1
+            _barrier(flags, me, count)
             total += (loss / sw_sum + l2 / sw_sum) * nb
             t += 1
             _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
@@ -271,12 +218,10 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
         good = total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v)
         shared[2 + me] = 0.0 if good else 1.0
         count += 1
-        if not _barrier(flags, me, count):
-            return -1
+        _barrier(flags, me, count)
         diverged = shared[2] != 0.0 or shared[3] != 0.0
         count += 1  # both have read the verdicts before the next epoch writes them
-        if not _barrier(flags, me, count):
-            return -1
+        _barrier(flags, me, count)
         if diverged:
             n_params = theta.shape[0]
             for p in range(n_params):
@@ -289,14 +234,11 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
 
 @inline_ir
 def _product_gated(a, w_t, gate, gated, out):
-    # out = a @ w_t, 0 where gated and not gate > 0 (w_t: the transposed weight rows)
+    # out = a @ w_t, times ReLU's derivative where gated (dense._grad_input's product,
+    # on weight rows this kernel has transposed itself)
     if _tiled(a, w_t):
         tile_dot_gate_into(a, w_t, gate, gated, out)
         return
     dot_into(a, w_t, out)
     if gated:
-        zero = out.dtype.type(0)
-        for i in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                if not gate[i, j] > zero:
-                    out[i, j] = zero
+        _relu_derivative_inplace(flat_view(gate), flat_view(out))
