@@ -22,11 +22,13 @@ Per thread, besides run_epochs' arguments:
 """
 
 from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
-from ._jit import (borrowed, dot_into, flat_view, inline_ir, kernel, lesser, load_acquire,
-                   rows_view, store_release, tile_dot_gate_into, yield_cpu)
+from ._jit import (borrowed, dot_into, dot_nt_cols_into, dot_nt_into, flat_view, greater,
+                   inline_ir, kernel, lesser, load_acquire, rows_view, store_release,
+                   tile_dot_gate_into, yield_cpu)
 from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative,
                           _relu_derivative_inplace)
-from .dense import _grad_input, _grad_params, _matmul_bias, _tiled
+from .dense import (FEW_ROWS, SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TILE_MAX, TRANSPOSE_MAX,
+                    _grad_input, _grad_params, _matmul_bias)
 from .epoch import _finite_1d, _save_state, _step
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _flush_subnormal_state
@@ -192,20 +194,42 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                     # columns (mine and the other's), transposed
                     k0 = col0[layer - 1]
                     k_n = mine[layer - 1]
-                    w_t = rows_view(work, pos[7], width, k_n)
                     w_other = rows_view(other_theta, other_offsets[layer], sizes[layer],
                                         n_other)
                     other_first = mine[layer] if col0[layer] == 0 else 0
-                    for j in range(mine[layer]):
-                        for k in range(k_n):
-                            w_t[col0[layer] + j, k] = w[k0 + k, j]
-                    for j in range(n_other):
-                        for k in range(k_n):
-                            w_t[other_first + j, k] = w_other[k0 + k, j]
                     gate = rows_view(work, pos[base - 4], nb, k_n)
                     d_below = rows_view(work, pos[base - 2], nb, k_n)
                     relu = acts[layer - 1] == RELU
-                    _product_gated(d_full, w_t, gate, relu, d_below)
+                    if sizes[layer] * width <= TRANSPOSE_MAX:
+                        # as dense._grad_input: a transposed copy, my rows of it
+                        w_t = rows_view(work, pos[7], width, k_n)
+                        for j in range(mine[layer]):
+                            for k in range(k_n):
+                                w_t[col0[layer] + j, k] = w[k0 + k, j]
+                        for j in range(n_other):
+                            for k in range(k_n):
+                                w_t[other_first + j, k] = w_other[k0 + k, j]
+                        _product_gated(d_full, w_t, gate, relu, d_below,
+                                       nb * width * sizes[layer])
+                    else:
+                        # as dense._grad_input: BLAS on whole weight rows, mine of them
+                        w_rows = rows_view(work, pos[7], k_n, width)
+                        for k in range(k_n):
+                            for j in range(mine[layer]):
+                                w_rows[k, col0[layer] + j] = w[k0 + k, j]
+                            for j in range(n_other):
+                                w_rows[k, other_first + j] = w_other[k0 + k, j]
+                        if width >= 32 and nb * sizes[layer] * width <= SMALL_GEMM_MAX:
+                            step = greater(1, SMALL_GEMM_BLOCK // nb)
+                            for start in range(0, sizes[layer], step):
+                                lo = greater(start, k0)
+                                hi = lesser(lesser(start + step, sizes[layer]), k0 + k_n)
+                                if lo < hi:
+                                    dot_nt_cols_into(d_full, w_rows, d_below, lo - k0, hi - k0)
+                        else:
+                            dot_nt_into(d_full, w_rows, d_below)
+                        if relu:
+                            _relu_derivative_inplace(flat_view(gate), flat_view(d_below))
                     if not relu:
                         _derivative(acts[layer - 1], gate, d_below, d_below)
             count += 1  # the other has read my weights and my halves: update them
@@ -233,10 +257,11 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
 
 
 @inline_ir
-def _product_gated(a, w_t, gate, gated, out):
-    # out = a @ w_t, times ReLU's derivative where gated (dense._grad_input's product,
-    # on weight rows this kernel has transposed itself)
-    if _tiled(a, w_t):
+def _product_gated(a, w_t, gate, gated, out, whole):
+    # out = a @ w_t, times ReLU's derivative where gated: dense._grad_input's product on
+    # weight rows this kernel has transposed itself, in the tiles where the whole
+    # product (whole multiply-adds) runs in them (dense._tiled)
+    if a.shape[0] < FEW_ROWS or whole <= TILE_MAX:
         tile_dot_gate_into(a, w_t, gate, gated, out)
         return
     dot_into(a, w_t, out)
