@@ -4,6 +4,7 @@ Both the model API (``Sequential``) and the scikit-learn estimators drive traini
 through :class:`Network`; it owns ``theta`` and hands kernels only plain arrays.
 """
 
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -335,11 +336,27 @@ class Trainer:
                 totals))
         from fastnn import _split
 
-        if _split.applies(net, x, self.batch_size):
-            if getattr(self, "_split", None) is None:
+        # Where two threads may train this network, both engines sum the L2 term in the
+        # split's order, and each call goes to whichever has been the faster lately: the
+        # numbers are the same either way (fastnn._split.applies).
+        splittable = _split.applies(net, x, self.batch_size)
+        hyper[K.HYPER_L2_HALVES] = 1.0 if splittable else 0.0
+        if splittable:
+            key = _split.workload_key(net, self.batch_size)
+            engine = _split.choose(key)
+            if engine == "split" and getattr(self, "_split", None) is None:
                 self._split = _split.SplitRunner(net, self.batch_size)
-            return self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
-                                      self.v, totals)
+            start = time.perf_counter()
+            if engine == "split":
+                done = self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
+                                          self.v, totals)
+            else:
+                done = int(net.engine.run_epochs(
+                    x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
+                    net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
+                    totals))
+            _split.record(key, engine, (time.perf_counter() - start) / max(orders.size, 1))
+            return done
         return int(net.engine.run_epochs(
             x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
             net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))

@@ -13,6 +13,10 @@ from fastnn._network import aligned_empty, is_csr
 # one-thread time; (128, 64), 545k, 0.72-0.91x; at batch 64, 1.09 M, 0.82x. Below it the
 # barriers and joins cost more than half the batch's work saves (iris' (16, 16): 2.6x).
 SPLIT_MIN = 400000
+# Hidden widths the split takes: halves of 16 units line up with the tiles' column
+# blocks and Adam's float64 vector pairs, so the weights come out bit for bit the
+# one-thread engine's (widths 48 and 80 differed by ~1e-15).
+SPLIT_ALIGN = 32
 
 
 def _round16(n):
@@ -26,30 +30,73 @@ def _halves(width):
 
 
 def applies(net, x, batch_size):
-    """Whether a fit of ``net`` on ``x`` runs on two threads: the numba engine, dense rows,
-    a hidden layer or more of two units or more, enough work a batch (``SPLIT_MIN``),
-    every product of the split within the register tiles (no BLAS call from two threads
-    at once), two cores and a BLAS thread budget of two or more (``n_threads``,
-    threadpoolctl's limits, a joblib worker's one thread)."""
-    from fastnn.kernels.dense import TILE_MAX, TRANSPOSE_MAX
+    """Whether a fit of ``net`` on ``x`` may run on two threads: the numba engine, dense
+    rows, every hidden layer's width a multiple of 32, enough work a batch
+    (``SPLIT_MIN``), every product within the register tiles, two cores and a BLAS
+    thread budget of two or more (``n_threads``, threadpoolctl's limits, a joblib
+    worker's one thread).
+
+    Within this rule the two threads compute every number as the one-thread engine does
+    (given ``HYPER_L2_HALVES``): the halves' column blocks line up with the tiles' and
+    with Adam's pairs of vectors, and no product of the one-thread engine goes to BLAS,
+    which sums in another order."""
+    from fastnn.kernels.dense import FEW_ROWS, TILE_MAX, TRANSPOSE_MAX
     from fastnn.kernels._jit import blas_thread_count
 
     sizes = [int(s) for s in net.sizes]
     hidden = sizes[1:-1]
-    if net.backend != "numba" or is_csr(x) or not hidden or min(hidden) < 2:
+    if (net.backend != "numba" or is_csr(x) or not hidden
+            or any(width % SPLIT_ALIGN for width in hidden)):
         return False
-    work = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if work < SPLIT_MIN:
+    products = [batch_size * a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    if sum(products) < SPLIT_MIN:
         return False
-    products = [batch_size * sizes[-2] * sizes[-1]]
-    for layer, width in enumerate(hidden):
-        products.append(batch_size * sizes[layer] * _halves(width)[0])
-        if layer > 0:
-            products.append(batch_size * width * _halves(sizes[layer])[0])
-    if max(products) > TILE_MAX or _halves(hidden[-1])[0] * sizes[-1] > TRANSPOSE_MAX:
+    if batch_size >= FEW_ROWS and max(products) > TILE_MAX:
+        return False
+    if hidden[-1] * sizes[-1] > TRANSPOSE_MAX:  # the output layer's delta @ w.T in BLAS
         return False
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cores or 1) >= 2 and blas_thread_count() >= 2
+
+
+# Each splittable workload's latest KEEP times a sample, per engine: a call goes to the
+# one with the faster best, and every PROBE_EVERY-th to the other, which times it again. On a shared host the
+# second core comes and goes (in one slow phase the split took 1.4x the one-thread
+# time, in quiet ones 0.8x); the numbers do not depend on the choice.
+PROBE_EVERY = 8
+KEEP = 4
+_RECORD = {}
+_RECORD_LOCK = threading.Lock()
+# "split" or "one" sends every call there (the tests' comparison of the two engines)
+FORCE = None
+
+
+def workload_key(net, batch_size):
+    """The key of :func:`choose` and :func:`record`: the network's shape, dtype, batch."""
+    return (tuple(int(s) for s in net.sizes), str(net.dtype), int(batch_size))
+
+
+def choose(key):
+    """``"split"`` or ``"one"``: the engine for the next call of workload ``key``."""
+    if FORCE is not None:
+        return FORCE
+    with _RECORD_LOCK:
+        rec = _RECORD.setdefault(key, {"split": None, "one": None, "calls": 0})
+        rec["calls"] += 1
+        if rec["split"] is None:
+            return "split"
+        if rec["one"] is None:
+            return "one"
+        faster, slower = (("split", "one") if min(rec["split"]) <= min(rec["one"])
+                          else ("one", "split"))
+        return slower if rec["calls"] % PROBE_EVERY == 0 else faster
+
+
+def record(key, engine, seconds_per_sample):
+    """Note that ``engine`` took ``seconds_per_sample`` on workload ``key``."""
+    with _RECORD_LOCK:
+        rec = _RECORD.setdefault(key, {"split": None, "one": None, "calls": 0})
+        rec[engine] = ((rec[engine] or [])[-(KEEP - 1):] + [seconds_per_sample])
 
 
 class SplitPlan:

@@ -22,7 +22,10 @@ HYPER_EPSILON = 4
 HYPER_ALPHA = 5
 HYPER_GSCALE = 6
 HYPER_CLIP_EPS = 7
-N_HYPER = 8
+# Nonzero: the L2 term sums the weights in the two-thread split's order (fastnn._split),
+# so that a fit gives the same numbers on one thread or two.
+HYPER_L2_HALVES = 8
+N_HYPER = 9
 
 # Optimizer of the fused epoch.
 OPT_SGD = 0

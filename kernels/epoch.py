@@ -27,12 +27,14 @@ from ._codes import (
     HYPER_CLIP_EPS,
     HYPER_EPSILON,
     HYPER_GSCALE,
+    HYPER_L2_HALVES,
     HYPER_LR,
     HYPER_MOMENTUM,
     OPT_ADAM,
     OPT_NESTEROV,
 )
-from ._jit import borrowed, flat_view, greater, inline_ir, kernel, lesser, rows_view
+from ._jit import (borrowed, flat_view, greater, inline_exact, inline_ir, kernel, lesser,
+                   rows_view)
 from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _activate_hidden, _derivative
 from .dense import (
     TRANSPOSE_MAX,
@@ -75,6 +77,82 @@ def _forward(x, first, theta, sizes, offsets, acts, work, cap, out):
         a_in = z
 
 
+@inline_exact
+def _squares(theta, start, rows, stride, width):
+    # The sum of squares of a rows x width block of theta (rows stride apart) in one
+    # fixed order whatever the caller: element c of a row into partial sum c % 16, the
+    # partials added in a fixed tree. The one-thread engine and each thread of the split
+    # (kernels/split.py) sum their blocks so, and get the same bits: with reassociation
+    # allowed, LLVM vectorized the same loop differently in the two kernels.
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = 0.0
+    for r in range(rows):
+        row_start = start + r * stride
+        full = width - width % 16
+        for at in range(row_start, row_start + full, 16):
+            x = theta[at + 0]
+            s0 += x * x
+            x = theta[at + 1]
+            s1 += x * x
+            x = theta[at + 2]
+            s2 += x * x
+            x = theta[at + 3]
+            s3 += x * x
+            x = theta[at + 4]
+            s4 += x * x
+            x = theta[at + 5]
+            s5 += x * x
+            x = theta[at + 6]
+            s6 += x * x
+            x = theta[at + 7]
+            s7 += x * x
+            x = theta[at + 8]
+            s8 += x * x
+            x = theta[at + 9]
+            s9 += x * x
+            x = theta[at + 10]
+            s10 += x * x
+            x = theta[at + 11]
+            s11 += x * x
+            x = theta[at + 12]
+            s12 += x * x
+            x = theta[at + 13]
+            s13 += x * x
+            x = theta[at + 14]
+            s14 += x * x
+            x = theta[at + 15]
+            s15 += x * x
+        for p in range(row_start + full, row_start + width):
+            x = theta[p]
+            s0 += x * x
+    return ((((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+            + (((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))))
+
+
+@inline_ir
+def _split_squares(theta, sizes, offsets):
+    # the weights' sums of squares in the split's order: each hidden layer's first halves
+    # of its columns (thread 0's units), its second halves, the output layer's weights
+    n_layers = sizes.shape[0] - 1
+    first = 0.0
+    second = 0.0
+    for layer in range(n_layers - 1):
+        width = sizes[layer + 1]
+        half = (width + 1) // 2
+        first += _squares(theta, offsets[layer], sizes[layer], width, half)
+        second += _squares(theta, offsets[layer] + half, sizes[layer], width, width - half)
+    out = offsets[n_layers - 1]
+    return first, second, _squares(theta, out, 1, 0, offsets[n_layers] - out)
+
+
+@inline_exact
+def _batch_loss(loss, alpha, sq_first, sq_second, sq_out, sw_sum):
+    # A batch's mean loss plus its L2 term from the weights' sums of squares, as written:
+    # the split (kernels/split.py) and the one-thread engine must round it alike, and
+    # with reassociation LLVM regrouped the same expression differently in the two.
+    return loss / sw_sum + (0.5 * alpha * ((sq_first + sq_second) + sq_out)) / sw_sum
+
+
 @inline_ir
 def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, cap, scale,
                    grad):
@@ -111,14 +189,18 @@ def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, ca
     for i in range(nb):
         sw_sum += sw[i]
     alpha = hyper[HYPER_ALPHA]
-    l2 = 0.0
+    sq_first = 0.0
+    sq_second = 0.0
+    sq_out = 0.0
     if alpha != 0.0:
-        # all weights come first in theta: one flat loop (per layer, the short ranges
-        # with their array-read bounds ran as a scalar chain, a tenth of a W-small batch)
-        sq = 0.0
-        for p in range(offsets[n_layers]):
-            sq += theta[p] * theta[p]
-        l2 = 0.5 * alpha * sq
+        if hyper[HYPER_L2_HALVES] != 0.0:
+            sq_first, sq_second, sq_out = _split_squares(theta, sizes, offsets)
+        else:
+            # all weights come first in theta: one flat loop (per layer, the short ranges
+            # with their array-read bounds ran as a scalar chain, a tenth of a W-small
+            # batch)
+            for p in range(offsets[n_layers]):
+                sq_first += theta[p] * theta[p]
     denom = theta.dtype.type(sw_sum)
     alpha_t = theta.dtype.type(alpha)
 
@@ -145,7 +227,7 @@ def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, ca
                 _derivative(acts[layer - 1], a_in, delta_in, delta_in)
             ping, pong = pong, ping
             delta = delta_in
-    return loss / sw_sum + l2 / sw_sum, sw_sum, delta
+    return _batch_loss(loss, alpha, sq_first, sq_second, sq_out, sw_sum), sw_sum, delta
 
 
 def _layer_widths_of(sizes):

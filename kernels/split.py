@@ -29,7 +29,7 @@ from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _deriv
                           _relu_derivative_inplace)
 from .dense import (FEW_ROWS, SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TILE_MAX, TRANSPOSE_MAX,
                     _grad_input, _grad_params, _matmul_bias)
-from .epoch import _finite_1d, _save_state, _step
+from .epoch import _batch_loss, _finite_1d, _save_state, _squares, _step
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _flush_subnormal_state
 
@@ -112,8 +112,8 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                 swb[r] = sw[src]
             if alpha != 0.0:  # this thread's hidden weights; the output layer's below
                 sq = 0.0
-                for p in range(offsets[out_layer]):
-                    sq += theta[p] * theta[p]
+                for layer in range(out_layer):
+                    sq += _squares(theta, offsets[layer], sizes[layer], mine[layer], mine[layer])
                 shared[me] = sq
             a_in = xb
             for layer in range(out_layer):  # hidden layers: this thread's units
@@ -148,12 +148,14 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
             sw_sum = 0.0
             for i in range(nb):
                 sw_sum += swb[i]
-            l2 = 0.0
-            if alpha != 0.0:  # the halves in thread order, then the output layer's
-                sq_out = 0.0
-                for p in range(offsets[out_layer], n_weights):
-                    sq_out += theta[p] * theta[p]
-                l2 = 0.5 * alpha * (shared[0] + shared[1] + sq_out)
+            sq_first = 0.0
+            sq_second = 0.0
+            sq_out = 0.0
+            if alpha != 0.0:  # the halves in thread order (read before the other's next
+                # batch writes them), then the output layer's
+                sq_first = shared[0]
+                sq_second = shared[1]
+                sq_out = _squares(theta, offsets[out_layer], 1, 0, n_weights - offsets[out_layer])
             denom = theta.dtype.type(sw_sum)
             alpha_t = theta.dtype.type(alpha)
             # the output layer (both threads alike), then this thread's units below it
@@ -234,7 +236,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                         _derivative(acts[layer - 1], gate, d_below, d_below)
             count += 1  # the other has read my weights and my halves: update them
             _barrier(flags, me, count)
-            total += (loss / sw_sum + l2 / sw_sum) * nb
+            total += _batch_loss(loss, alpha, sq_first, sq_second, sq_out, sw_sum) * nb
             t += 1
             _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
         totals[epoch] = total
