@@ -1,6 +1,7 @@
 """Training on two threads, each owning half of every hidden layer's units
 (kernels/split.py): the dispatch rule, the two parameter layouts and the threads."""
 
+import contextvars
 import os
 import threading
 
@@ -41,7 +42,6 @@ def applies(net, x, batch_size):
     with Adam's pairs of vectors, and no product of the one-thread engine goes to BLAS,
     which sums in another order."""
     from fastnn.kernels.dense import FEW_ROWS, TILE_MAX, TRANSPOSE_MAX
-    from fastnn.kernels._jit import blas_thread_count
 
     sizes = [int(s) for s in net.sizes]
     hidden = sizes[1:-1]
@@ -55,14 +55,23 @@ def applies(net, x, batch_size):
         return False
     if hidden[-1] * sizes[-1] > TRANSPOSE_MAX:  # the output layer's delta @ w.T in BLAS
         return False
+    return two_threads()
+
+
+def two_threads():
+    """Whether this process may train on two threads: two cores it may run on, and a
+    BLAS thread budget of two or more."""
+    from fastnn.kernels._jit import blas_thread_count
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cores or 1) >= 2 and blas_thread_count() >= 2
 
 
 # Each splittable workload's latest KEEP times a sample, per engine: a call goes to the
-# one with the faster best, and every PROBE_EVERY-th to the other, which times it again. On a shared host the
-# second core comes and goes (in one slow phase the split took 1.4x the one-thread
-# time, in quiet ones 0.8x); the numbers do not depend on the choice.
+# one with the better best, and every PROBE_EVERY-th call to the other, which times it
+# again. On a shared host the second core comes and goes (in one slow phase the split
+# took 1.4x the one-thread time, in quiet ones 0.8x); the numbers do not depend on the
+# choice.
 PROBE_EVERY = 8
 KEEP = 4
 _RECORD = {}
@@ -73,7 +82,7 @@ FORCE = None
 
 def workload_key(net, batch_size):
     """The key of :func:`choose` and :func:`record`: the network's shape, dtype, batch."""
-    return (tuple(int(s) for s in net.sizes), str(net.dtype), int(batch_size))
+    return (tuple(int(s) for s in net.sizes), np.dtype(net.dtype).name, int(batch_size))
 
 
 def choose(key):
@@ -197,16 +206,19 @@ class SplitRunner:
                 failed.append(exc)
                 self.flags[ABORT] = 1
 
-        worker = threading.Thread(target=second, name="fastnn-split", daemon=True)
+        # in the caller's context: NumPy's error state (np.errstate) holds there too, as it
+        # matters where the kernels run as Python (NUMBA_DISABLE_JIT)
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(second,),
+                                  name="fastnn-split", daemon=True)
         worker.start()
         try:
             run(0, totals)
-        except BaseException:
+        except BaseException as exc:
             self.flags[ABORT] = 1
             worker.join()
-            if failed:  # the second thread's error stopped this one: that is the cause
+            if failed and _stopped_by_other(exc):  # the second thread's error is the cause
                 raise failed[0] from None
-            raise
+            raise  # this one's: the second thread's is its consequence
         worker.join()
         if failed:
             raise failed[0]
@@ -215,3 +227,10 @@ class SplitRunner:
             m[plan.index[me]] = self.m[me]
             v[plan.index[me]] = self.v[me]
         return int(done[0])
+
+
+def _stopped_by_other(exc):
+    # the error a thread raises at a barrier when the other has stopped
+    from fastnn.kernels.split import ABORT_MESSAGE
+
+    return type(exc) is RuntimeError and str(exc) == ABORT_MESSAGE

@@ -16,7 +16,8 @@ def _csr(x):
 def warmup(dtypes=("float64", "float32"), *, sparse=False):
     """Compile ahead the kernels behind ``fit``, ``predict``, ``evaluate`` and the
     compiled predictor, for each dtype, and the two the estimators add (their predict
-    output check and their shuffles), so the first real call does not pay for them.
+    output check and their shuffles), so the first real call does not pay for them. On a
+    machine with two cores, also the two-thread training epoch.
 
     With a filled cache this only loads the compiled code (well under a second); in a
     fresh environment it compiles, which takes several seconds per dtype.
@@ -33,7 +34,8 @@ def warmup(dtypes=("float64", "float32"), *, sparse=False):
     dict
         Seconds spent per dtype.
     """
-    from fastnn import kernels
+    from fastnn import _split, kernels
+    from fastnn._network import Network, make_hyper
     from fastnn._validation import check_dtype
     from fastnn.model import Dense, Sequential
 
@@ -57,6 +59,14 @@ def warmup(dtypes=("float64", "float32"), *, sparse=False):
                 model.fit(rows, y, epochs=1, batch_size=4, validation_data=(rows, y))
                 model.loss_and_gradients(rows, y)
             model.compile_predictor()(np.ascontiguousarray(X, dtype=dtype))
+        if _split.two_threads():  # the two-thread epoch, which larger fits may take
+            net = Network([3, 32, 2], [kernels.RELU, kernels.SOFTMAX], dtype, "numba")
+            net.init_glorot(rng, [6.0, 6.0])
+            zeros = np.zeros(net.theta.shape[0], dtype)
+            _split.SplitRunner(net, 4).epochs(
+                X.astype(dtype), np.eye(2, dtype=dtype)[labels], np.ones(8, dtype),
+                np.arange(8)[None, :], make_hyper(dtype, lr=1e-3), 0, kernels.OPT_ADAM, zeros,
+                zeros.copy(), np.empty(1))
         kernels.all_finite(np.zeros((1, 2), dtype=dtype))
         if not spent:  # the estimators' shuffle kernel has one signature for every dtype
             state = np.random.RandomState(0).get_state(legacy=False)["state"]

@@ -84,12 +84,13 @@ def _squares(theta, start, rows, stride, width):
     # partials added in a fixed tree. The one-thread engine and each thread of the split
     # (kernels/split.py) sum their blocks so, and get the same bits: with reassociation
     # allowed, LLVM vectorized the same loop differently in the two kernels.
+    # width: a multiple of 16 (halves of widths that are multiples of 32, and the output
+    # layer's weights below such a layer: fastnn._split.applies)
     s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
     s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = 0.0
     for r in range(rows):
         row_start = start + r * stride
-        full = width - width % 16
-        for at in range(row_start, row_start + full, 16):
+        for at in range(row_start, row_start + width, 16):
             x = theta[at + 0]
             s0 += x * x
             x = theta[at + 1]
@@ -122,9 +123,6 @@ def _squares(theta, start, rows, stride, width):
             s14 += x * x
             x = theta[at + 15]
             s15 += x * x
-        for p in range(row_start + full, row_start + width):
-            x = theta[p]
-            s0 += x * x
     return ((((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
             + (((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))))
 

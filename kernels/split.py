@@ -4,11 +4,14 @@ Each thread owns half of every hidden layer's units: their weight columns, biase
 gradients and optimizer state, in a parameter buffer of its own laid out as ``theta`` is
 (its weights first, then its biases). Both hold the whole output layer and update it
 alike, so that the loss and the output's delta come out of whole rows in each thread.
-Every sum runs in the one-thread order (the register tiles' column blocks are
-bit-identical to the whole product), so the weights are the one-thread engine's wherever
-that engine takes its products in the tiles too (it takes ``delta @ w.T`` past
-``TRANSPOSE_MAX`` weights through BLAS: there they agree to ~1e-15); the loss's L2 term
-adds the threads' halves, within rounding of the one-thread sum.
+Every number comes out bit for bit the one-thread engine's (run_epochs), within the
+rule of fastnn._split.applies: hidden widths that are multiples of 32, so that each
+half's column blocks are whole blocks of the register tiles and whole pairs of Adam's
+float64 vectors, and every product within the tiles, where the one-thread engine takes
+it too. ``delta @ w.T`` follows dense._grad_input's route on the whole weights (the
+transposed copy, or BLAS on whole weight rows in the same column blocks), and the L2
+term adds each thread's sums of squares as epoch._split_squares does (the one-thread
+engine with ``HYPER_L2_HALVES`` set).
 
 Per thread, besides run_epochs' arguments:
 - ``mine[l]``, ``col0[l]``: this thread's width and first unit of layer l (the output
@@ -22,18 +25,19 @@ Per thread, besides run_epochs' arguments:
 """
 
 from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
-from ._jit import (borrowed, dot_into, dot_nt_cols_into, dot_nt_into, flat_view, greater,
-                   inline_ir, kernel, lesser, load_acquire, rows_view, store_release,
-                   tile_dot_gate_into, yield_cpu)
+from ._jit import (borrowed, dot_nt_cols_into, dot_nt_into, flat_view, greater, inline_ir,
+                   kernel, lesser, load_acquire, rows_view, store_release, tile_dot_gate_into,
+                   yield_cpu)
 from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative,
                           _relu_derivative_inplace)
-from .dense import (FEW_ROWS, SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TILE_MAX, TRANSPOSE_MAX,
-                    _grad_input, _grad_params, _matmul_bias)
+from .dense import (SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TRANSPOSE_MAX, _grad_input, _grad_params,
+                    _matmul_bias)
 from .epoch import _batch_loss, _finite_1d, _save_state, _squares, _step
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _flush_subnormal_state
 
 ABORT = 16  # flags[ABORT] != 0: a thread stopped; the other raises at its next barrier
+ABORT_MESSAGE = "fastnn: the other training thread stopped"
 # Spins before a waiting thread yields its core (~10 us). A barrier takes ~0.1 us when the
 # other thread runs on the other core; when both share one (other processes' threads, a
 # host's slow phase), spinning on would hold the core the other thread needs until the
@@ -47,7 +51,7 @@ def _barrier(flags, me, count):
     spins = 0
     while load_acquire(flags, 8 * (1 - me)) < count:
         if load_acquire(flags, ABORT) != 0:
-            raise RuntimeError("fastnn: the other training thread stopped")
+            raise RuntimeError(ABORT_MESSAGE)
         spins += 1
         if spins >= SPINS:
             yield_cpu()
@@ -86,7 +90,6 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
     out_layer = n_layers - 1
     n_in = sizes[0]
     n_out = sizes[n_layers]
-    cap = pos[0]
     # pos: [cap, x, y, sw, z, delta out, scratch, transposed rows, saved, then per
     # hidden layer: half, full, delta half, delta full]
     scratch = work[pos[6] : pos[7]]
@@ -211,8 +214,8 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                         for j in range(n_other):
                             for k in range(k_n):
                                 w_t[other_first + j, k] = w_other[k0 + k, j]
-                        _product_gated(d_full, w_t, gate, relu, d_below,
-                                       nb * width * sizes[layer])
+                        # in the tiles, as the whole product (fastnn._split.applies)
+                        tile_dot_gate_into(d_full, w_t, gate, relu, d_below)
                     else:
                         # as dense._grad_input: BLAS on whole weight rows, mine of them
                         w_rows = rows_view(work, pos[7], k_n, width)
@@ -256,16 +259,3 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                 v[p] = saved[2 * n_params + p]
             return epoch
     return orders.shape[0]
-
-
-@inline_ir
-def _product_gated(a, w_t, gate, gated, out, whole):
-    # out = a @ w_t, times ReLU's derivative where gated: dense._grad_input's product on
-    # weight rows this kernel has transposed itself, in the tiles where the whole
-    # product (whole multiply-adds) runs in them (dense._tiled)
-    if a.shape[0] < FEW_ROWS or whole <= TILE_MAX:
-        tile_dot_gate_into(a, w_t, gate, gated, out)
-        return
-    dot_into(a, w_t, out)
-    if gated:
-        _relu_derivative_inplace(flat_view(gate), flat_view(out))

@@ -65,6 +65,7 @@ TESTED = {
     "run_epochs", "loss_grad", "predict_forward", "workspace_size", "all_finite",
     "run_epochs_csr", "loss_grad_csr", "predict_forward_csr",
     "shuffled_orders",
+    "run_epochs_split",  # tests/test_split.py
 }
 
 

@@ -573,6 +573,11 @@ def test_warmup_compiles_both_dtypes_for_every_entry_point():
         dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
         assert {"float32", "float64"} <= dtypes, (kernel.__name__, dtypes)
     assert K.shuffled_orders.signatures
+    from fastnn import _split
+
+    if _split.two_threads():  # the two-thread epoch: its arrays start at argument 1
+        assert {str(sig[1].dtype) for sig in K.run_epochs_split.signatures} == {
+            "float32", "float64"}
     assert set(fastnn.warmup("float32")) == {"float32"}  # one dtype named as a string
     assert set(fastnn.warmup(np.float32)) == {"float32"}  # or as NumPy's type
     assert set(fastnn.warmup([np.dtype("float64")])) == {"float64"}
