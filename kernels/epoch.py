@@ -140,7 +140,9 @@ def _split_squares(theta, sizes, offsets):
         first += _squares(theta, offsets[layer], sizes[layer], width, half)
         second += _squares(theta, offsets[layer] + half, sizes[layer], width, width - half)
     out = offsets[n_layers - 1]
-    return first, second, _squares(theta, out, 1, 0, offsets[n_layers] - out)
+    # the output block as one row (int64 arguments throughout: one compiled signature)
+    return first, second, _squares(theta, out, np.int64(1), np.int64(0),
+                                   offsets[n_layers] - out)
 
 
 @inline_exact

@@ -24,6 +24,8 @@ Per thread, besides run_epochs' arguments:
   epoch diverged (at ``2 + me``).
 """
 
+import numpy as np
+
 from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
 from ._jit import (borrowed, dot_nt_cols_into, dot_nt_into, flat_view, greater, inline_ir,
                    kernel, lesser, load_acquire, rows_view, store_release, tile_dot_gate_into,
@@ -158,7 +160,8 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                 # batch writes them), then the output layer's
                 sq_first = shared[0]
                 sq_second = shared[1]
-                sq_out = _squares(theta, offsets[out_layer], 1, 0, n_weights - offsets[out_layer])
+                sq_out = _squares(theta, offsets[out_layer], np.int64(1), np.int64(0),
+                                  n_weights - offsets[out_layer])
             denom = theta.dtype.type(sw_sum)
             alpha_t = theta.dtype.type(alpha)
             # the output layer (both threads alike), then this thread's units below it
