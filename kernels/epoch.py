@@ -34,7 +34,7 @@ from ._codes import (
     OPT_NESTEROV,
 )
 from ._jit import (borrowed, flat_view, greater, inline_exact, inline_ir, kernel, lesser,
-                   rows_view)
+                   rows_view, sum_squares16)
 from .activations import EXP, LOGISTIC, RELU, SOFTMAX, _activate, _activate_hidden, _derivative
 from .dense import (
     TRANSPOSE_MAX,
@@ -77,56 +77,6 @@ def _forward(x, first, theta, sizes, offsets, acts, work, cap, out):
         a_in = z
 
 
-@inline_exact
-def _squares(theta, start, rows, stride, width):
-    # The sum of squares of a rows x width block of theta (rows stride apart) in one
-    # fixed order whatever the caller: element c of a row into partial sum c % 16, the
-    # partials added in a fixed tree. The one-thread engine and each thread of the split
-    # (kernels/split.py) sum their blocks so, and get the same bits: with reassociation
-    # allowed, LLVM vectorized the same loop differently in the two kernels.
-    # width: a multiple of 16 (halves of widths that are multiples of 32, and the output
-    # layer's weights below such a layer: fastnn._split.applies)
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    s8 = s9 = s10 = s11 = s12 = s13 = s14 = s15 = 0.0
-    for r in range(rows):
-        row_start = start + r * stride
-        for at in range(row_start, row_start + width, 16):
-            x = theta[at + 0]
-            s0 += x * x
-            x = theta[at + 1]
-            s1 += x * x
-            x = theta[at + 2]
-            s2 += x * x
-            x = theta[at + 3]
-            s3 += x * x
-            x = theta[at + 4]
-            s4 += x * x
-            x = theta[at + 5]
-            s5 += x * x
-            x = theta[at + 6]
-            s6 += x * x
-            x = theta[at + 7]
-            s7 += x * x
-            x = theta[at + 8]
-            s8 += x * x
-            x = theta[at + 9]
-            s9 += x * x
-            x = theta[at + 10]
-            s10 += x * x
-            x = theta[at + 11]
-            s11 += x * x
-            x = theta[at + 12]
-            s12 += x * x
-            x = theta[at + 13]
-            s13 += x * x
-            x = theta[at + 14]
-            s14 += x * x
-            x = theta[at + 15]
-            s15 += x * x
-    return ((((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
-            + (((s8 + s9) + (s10 + s11)) + ((s12 + s13) + (s14 + s15))))
-
-
 @inline_ir
 def _split_squares(theta, sizes, offsets):
     # the weights' sums of squares in the split's order: each hidden layer's first halves
@@ -137,12 +87,11 @@ def _split_squares(theta, sizes, offsets):
     for layer in range(n_layers - 1):
         width = sizes[layer + 1]
         half = (width + 1) // 2
-        first += _squares(theta, offsets[layer], sizes[layer], width, half)
-        second += _squares(theta, offsets[layer] + half, sizes[layer], width, width - half)
+        first += sum_squares16(theta, offsets[layer], sizes[layer], width, half)
+        second += sum_squares16(theta, offsets[layer] + half, sizes[layer], width,
+                                width - half)
     out = offsets[n_layers - 1]
-    # the output block as one row (int64 arguments throughout: one compiled signature)
-    return first, second, _squares(theta, out, np.int64(1), np.int64(0),
-                                   offsets[n_layers] - out)
+    return first, second, sum_squares16(theta, out, 1, 0, offsets[n_layers] - out)
 
 
 @inline_exact

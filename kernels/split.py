@@ -24,17 +24,15 @@ Per thread, besides run_epochs' arguments:
   epoch diverged (at ``2 + me``).
 """
 
-import numpy as np
-
 from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
 from ._jit import (borrowed, dot_nt_cols_into, dot_nt_into, flat_view, greater, inline_ir,
-                   kernel, lesser, load_acquire, rows_view, store_release, tile_dot_gate_into,
-                   yield_cpu)
+                   kernel, lesser, load_acquire, rows_view, store_release, sum_squares16,
+                   tile_dot_gate_into, yield_cpu)
 from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative,
                           _relu_derivative_inplace)
 from .dense import (SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TRANSPOSE_MAX, _grad_input, _grad_params,
                     _matmul_bias)
-from .epoch import _batch_loss, _finite_1d, _save_state, _squares, _step
+from .epoch import _batch_loss, _finite_1d, _save_state, _step
 from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
 from .optim import _flush_subnormal_state
 
@@ -118,7 +116,8 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
             if alpha != 0.0:  # this thread's hidden weights; the output layer's below
                 sq = 0.0
                 for layer in range(out_layer):
-                    sq += _squares(theta, offsets[layer], sizes[layer], mine[layer], mine[layer])
+                    sq += sum_squares16(theta, offsets[layer], sizes[layer], mine[layer],
+                                        mine[layer])
                 shared[me] = sq
             a_in = xb
             for layer in range(out_layer):  # hidden layers: this thread's units
@@ -160,8 +159,8 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                 # batch writes them), then the output layer's
                 sq_first = shared[0]
                 sq_second = shared[1]
-                sq_out = _squares(theta, offsets[out_layer], np.int64(1), np.int64(0),
-                                  n_weights - offsets[out_layer])
+                sq_out = sum_squares16(theta, offsets[out_layer], 1, 0,
+                                       n_weights - offsets[out_layer])
             denom = theta.dtype.type(sw_sum)
             alpha_t = theta.dtype.type(alpha)
             # the output layer (both threads alike), then this thread's units below it
