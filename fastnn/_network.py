@@ -336,12 +336,12 @@ class Trainer:
                 totals))
         from fastnn import _split
 
-        # Where two threads may train this network, both engines sum the L2 term in the
-        # split's order, and each call goes to whichever has been the faster lately: the
-        # numbers are the same either way (fastnn._split.applies).
-        splittable = _split.applies(net, x, self.batch_size)
-        hyper[K.HYPER_L2_HALVES] = 1.0 if splittable else 0.0
-        if splittable:
+        # A network the split takes sums its L2 term in the split's order on any number of
+        # threads; where two are to be had, each call goes to whichever engine has been
+        # the faster lately. The numbers are the same either way (fastnn._split).
+        ordered = _split.in_split_order(net, x, self.batch_size)
+        hyper[K.HYPER_L2_HALVES] = 1.0 if ordered else 0.0
+        if ordered and _split.two_threads():
             key = _split.workload_key(net, self.batch_size)
             engine = _split.choose(key)
             if engine == "split" and getattr(self, "_split", None) is None:

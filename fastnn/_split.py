@@ -31,16 +31,22 @@ def _halves(width):
 
 
 def applies(net, x, batch_size):
-    """Whether a fit of ``net`` on ``x`` may run on two threads: the numba engine, dense
-    rows, every hidden layer's width a multiple of 32, enough work a batch
-    (``SPLIT_MIN``), every product within the register tiles, two cores and a BLAS
-    thread budget of two or more (``n_threads``, threadpoolctl's limits, a joblib
-    worker's one thread).
+    """Whether a fit of ``net`` on ``x`` may run on two threads: :func:`in_split_order`
+    and :func:`two_threads`."""
+    return in_split_order(net, x, batch_size) and two_threads()
 
-    Within this rule the two threads compute every number as the one-thread engine does
-    (given ``HYPER_L2_HALVES``): the halves' column blocks line up with the tiles' and
-    with Adam's pairs of vectors, and no product of the one-thread engine goes to BLAS,
-    which sums in another order."""
+
+def in_split_order(net, x, batch_size):
+    """Whether a fit of ``net`` on ``x`` is one the split takes, wherever two threads
+    are to be had: the numba engine, dense rows, every hidden layer's width a multiple of
+    32, enough work a batch (``SPLIT_MIN``) and every product within the register tiles.
+    Such a fit sums its L2 term in the split's order (``HYPER_L2_HALVES``) on any number
+    of threads, so its numbers depend neither on the engine each call takes nor on the
+    cores or ``n_threads``.
+
+    Within this rule the two threads compute every number as the one-thread engine does:
+    the halves' column blocks line up with the tiles' and with Adam's pairs of vectors,
+    and no product of the one-thread engine goes to BLAS, which sums in another order."""
     from fastnn.kernels.dense import FEW_ROWS, TILE_MAX, TRANSPOSE_MAX
 
     sizes = [int(s) for s in net.sizes]
@@ -53,9 +59,7 @@ def applies(net, x, batch_size):
         return False
     if batch_size >= FEW_ROWS and max(products) > TILE_MAX:
         return False
-    if hidden[-1] * sizes[-1] > TRANSPOSE_MAX:  # the output layer's delta @ w.T in BLAS
-        return False
-    return two_threads()
+    return hidden[-1] * sizes[-1] <= TRANSPOSE_MAX  # else the output's delta @ w.T in BLAS
 
 
 def two_threads():

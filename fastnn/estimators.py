@@ -1223,7 +1223,9 @@ _COMMON_DOC = """
         trains in float32, anything else in float64.
     n_threads : int or None, default=None
         Threads the BLAS products may use while fitting and predicting; ``None`` keeps
-        the BLAS default. Results do not depend on it for mini-batches of ordinary size.
+        the BLAS default. With two or more, a fit of a larger network may also train on
+        two threads of its own (README: two threads per fit); 1 keeps it on one. Results
+        do not depend on it for mini-batches of ordinary size.
 """
 
 

@@ -159,7 +159,9 @@ class Sequential:
         numbers, run after run.
     n_threads : int or None, default=None
         Threads the BLAS products may use during ``fit`` and prediction; ``None`` keeps
-        the BLAS default (all cores). The kernels' own loops run on the calling thread.
+        the BLAS default (all cores). With two or more, a fit of a larger network may
+        also train on two threads of its own (README: two threads per fit); 1 keeps the
+        kernels' loops on the calling thread. The numbers do not depend on it.
     """
 
     def __init__(self, layers, *, optimizer="adam", loss="categorical_crossentropy",

@@ -279,6 +279,42 @@ def test_the_split_applies_where_its_numbers_are_the_one_threads(monkeypatch):
         assert not _applies([64, 128, 64, 10])
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_an_estimators_numbers_do_not_depend_on_its_threads(alpha, monkeypatch):
+    # n_threads=1 keeps the fit on one thread; None lets calls go to both engines. The L2
+    # term sums in the split's order either way, so loss_curve_ is the same too.
+    from sklearn.datasets import load_digits
+
+    from fastnn import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300] / 16, y[:300]
+    calls = _runs_split(monkeypatch)
+    fits = []
+    for n_threads in (1, None):
+        clf = MLPClassifier(hidden_layer_sizes=(64, 32), batch_size=32, max_iter=4,
+                            alpha=alpha, tol=0.0, random_state=0, n_threads=n_threads)
+        with pytest.warns(Warning, match="Maximum iterations"):
+            fits.append(clf.fit(X, y))
+        if n_threads == 1:
+            assert not calls
+    assert calls or not TWO_CORES
+    one, many = fits
+    for a, b in zip(one.coefs_ + one.intercepts_ + [np.array(one.loss_curve_)],
+                    many.coefs_ + many.intercepts_ + [np.array(many.loss_curve_)]):
+        if numba.config.DISABLE_JIT:
+            assert_allclose(a, b, **TOL[np.float64])
+        else:
+            assert_array_equal(a, b)
+
+
+def test_the_split_order_does_not_depend_on_the_threads():
+    net = Network([64, 128, 64, 10], [K.RELU, K.RELU, K.SOFTMAX], np.float64, "numba")
+    x = np.zeros((2, 64))
+    with blas_threads(1):
+        assert _split.in_split_order(net, x, 32) and not _split.applies(net, x, 32)
+
+
 def test_the_split_needs_two_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert not _applies([64, 128, 64, 10])
