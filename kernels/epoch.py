@@ -78,6 +78,36 @@ def _forward(x, first, theta, sizes, offsets, acts, work, cap, out):
 
 
 @inline_ir
+def _output_loss(out_code, z, y, sw, hyper, delta):
+    # The output layer's summed weighted loss and its delta (from the pre-activation z),
+    # and the batch's sum of sample weights
+    if out_code == SOFTMAX:
+        loss = _softmax_xent_rows(z, y, sw, hyper[HYPER_CLIP_EPS], delta)
+    elif out_code == LOGISTIC:
+        loss = _sigmoid_bce_rows(z, y, sw, hyper[HYPER_CLIP_EPS], delta)
+    elif out_code == EXP:
+        loss = _exp_poisson_rows(z, y, sw, delta)
+    else:
+        loss = _mse_rows(z, y, sw, hyper[HYPER_GSCALE], delta)
+    sw_sum = 0.0
+    for i in range(sw.shape[0]):
+        sw_sum += sw[i]
+    return loss, sw_sum
+
+
+@inline_ir
+def _gather_rows(x, y, sw, order, start, xb, yb, swb):
+    # batch rows order[start : start + len(swb)] of x, y and sw, into xb, yb and swb
+    for r in range(swb.shape[0]):
+        src = order[start + r]
+        for k in range(xb.shape[1]):
+            xb[r, k] = x[src, k]
+        for j in range(yb.shape[1]):
+            yb[r, j] = y[src, j]
+        swb[r] = sw[src]
+
+
+@inline_ir
 def _split_squares(theta, sizes, offsets):
     # the weights' sums of squares in the split's order: each hidden layer's first halves
     # of its columns (thread 0's units), its second halves, the output layer's weights
@@ -124,19 +154,7 @@ def _loss_and_grad(x, first, y, sw, theta, sizes, offsets, acts, hyper, work, ca
     _forward(x, first, theta, sizes, offsets, acts, work, cap, z_out)
 
     delta = rows_view(work, ping, nb, n_out)
-    out_code = acts[n_layers - 1]
-    if out_code == SOFTMAX:
-        loss = _softmax_xent_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
-    elif out_code == LOGISTIC:
-        loss = _sigmoid_bce_rows(z_out, y, sw, hyper[HYPER_CLIP_EPS], delta)
-    elif out_code == EXP:
-        loss = _exp_poisson_rows(z_out, y, sw, delta)
-    else:
-        loss = _mse_rows(z_out, y, sw, hyper[HYPER_GSCALE], delta)
-
-    sw_sum = 0.0
-    for i in range(nb):
-        sw_sum += sw[i]
+    loss, sw_sum = _output_loss(acts[n_layers - 1], z_out, y, sw, hyper, delta)
     alpha = hyper[HYPER_ALPHA]
     sq_first = 0.0
     sq_second = 0.0
@@ -360,15 +378,27 @@ def _epoch_diverged(opt, total, theta, m, v, hyper, saved):
     # state undoes the epoch (True). An overflowed Adam moment (v = g * g = inf from a
     # huge but finite gradient) leaves loss and theta finite but freezes its weight for
     # good (m / sqrt(inf) = 0): training would stall without a word.
-    _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
-    if total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v):
+    if _epoch_finite(opt, total, theta, m, v, hyper):
         return False
+    _restore_state(theta, m, v, saved)
+    return True
+
+
+@inline_ir
+def _epoch_finite(opt, total, theta, m, v, hyper):
+    # subnormal state flushed; whether the loss, theta and optimizer state are finite
+    _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
+    return total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v)
+
+
+@inline_ir
+def _restore_state(theta, m, v, saved):
+    # _save_state undone
     n_params = theta.shape[0]
     for p in range(n_params):
         theta[p] = saved[p]
         m[p] = saved[n_params + p]
         v[p] = saved[2 * n_params + p]
-    return True
 
 
 @kernel
@@ -439,13 +469,7 @@ def run_epochs(x, y, sw, orders, batch_size, theta, grad, m, v, sizes, offsets, 
             xb = rows_view(work, x_pos, nb, n_in)
             yb = rows_view(work, y_pos, nb, n_out)
             swb = work[sw_pos : sw_pos + nb]
-            for r in range(nb):
-                src = orders[epoch, start + r]
-                for k in range(n_in):
-                    xb[r, k] = x[src, k]
-                for j in range(n_out):
-                    yb[r, j] = y[src, j]
-                swb[r] = sw[src]
+            _gather_rows(x, y, sw, orders[epoch], start, xb, yb, swb)
             loss, sw_sum, _ = _loss_and_grad(xb, 0, yb, swb, theta, sizes, offsets, acts,
                                              hyper, work, cap, False, grad)
             total += loss * nb

@@ -24,17 +24,15 @@ Per thread, besides run_epochs' arguments:
   epoch diverged (at ``2 + me``).
 """
 
-from ._codes import HYPER_ALPHA, HYPER_CLIP_EPS, HYPER_EPSILON, HYPER_GSCALE
+from ._codes import HYPER_ALPHA
 from ._jit import (borrowed, dot_nt_cols_into, dot_nt_into, flat_view, greater, inline_ir,
                    kernel, lesser, load_acquire, rows_view, store_release, sum_squares16,
                    tile_dot_gate_into, yield_cpu)
-from .activations import (EXP, LOGISTIC, RELU, SOFTMAX, _activate_hidden, _derivative,
-                          _relu_derivative_inplace)
+from .activations import RELU, _activate_hidden, _derivative, _relu_derivative_inplace
 from .dense import (SMALL_GEMM_BLOCK, SMALL_GEMM_MAX, TRANSPOSE_MAX, _grad_input, _grad_params,
                     _matmul_bias)
-from .epoch import _batch_loss, _finite_1d, _save_state, _step
-from .loss import _exp_poisson_rows, _mse_rows, _sigmoid_bce_rows, _softmax_xent_rows
-from .optim import _flush_subnormal_state
+from .epoch import (_batch_loss, _epoch_finite, _gather_rows, _output_loss, _restore_state,
+                    _save_state, _step)
 
 ABORT = 16  # flags[ABORT] != 0: a thread stopped; the other raises at its next barrier
 ABORT_MESSAGE = "fastnn: the other training thread stopped"
@@ -106,13 +104,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
             xb = rows_view(work, pos[1], nb, n_in)
             yb = rows_view(work, pos[2], nb, n_out)
             swb = work[pos[3] : pos[3] + nb]
-            for r in range(nb):
-                src = orders[epoch, start + r]
-                for k in range(n_in):
-                    xb[r, k] = x[src, k]
-                for j in range(n_out):
-                    yb[r, j] = y[src, j]
-                swb[r] = sw[src]
+            _gather_rows(x, y, sw, orders[epoch], start, xb, yb, swb)
             if alpha != 0.0:  # this thread's hidden weights; the output layer's below
                 sq = 0.0
                 for layer in range(out_layer):
@@ -140,18 +132,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
             z = rows_view(work, pos[4], nb, n_out)
             _matmul_bias(a_in, w_out, b_out, False, z)
             delta = rows_view(work, pos[5], nb, n_out)
-            out_code = acts[out_layer]
-            if out_code == SOFTMAX:
-                loss = _softmax_xent_rows(z, yb, swb, hyper[HYPER_CLIP_EPS], delta)
-            elif out_code == LOGISTIC:
-                loss = _sigmoid_bce_rows(z, yb, swb, hyper[HYPER_CLIP_EPS], delta)
-            elif out_code == EXP:
-                loss = _exp_poisson_rows(z, yb, swb, delta)
-            else:
-                loss = _mse_rows(z, yb, swb, hyper[HYPER_GSCALE], delta)
-            sw_sum = 0.0
-            for i in range(nb):
-                sw_sum += swb[i]
+            loss, sw_sum = _output_loss(acts[out_layer], z, yb, swb, hyper, delta)
             sq_first = 0.0
             sq_second = 0.0
             sq_out = 0.0
@@ -245,19 +226,13 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
             t += 1
             _step(opt, theta, grad, m, v, hyper, t, n_weights, sw_sum)
         totals[epoch] = total
-        _flush_subnormal_state(opt, m, v, hyper[HYPER_EPSILON])
-        good = total - total == 0.0 and _finite_1d(theta) and _finite_1d(m) and _finite_1d(v)
-        shared[2 + me] = 0.0 if good else 1.0
+        shared[2 + me] = 0.0 if _epoch_finite(opt, total, theta, m, v, hyper) else 1.0
         count += 1
         _barrier(flags, me, count)
         diverged = shared[2] != 0.0 or shared[3] != 0.0
         count += 1  # both have read the verdicts before the next epoch writes them
         _barrier(flags, me, count)
         if diverged:
-            n_params = theta.shape[0]
-            for p in range(n_params):
-                theta[p] = saved[p]
-                m[p] = saved[n_params + p]
-                v[p] = saved[2 * n_params + p]
+            _restore_state(theta, m, v, saved)
             return epoch
     return orders.shape[0]

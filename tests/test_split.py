@@ -22,14 +22,11 @@ from fastnn import kernels as K
 from fastnn._network import Network, Trainer, blas_threads, make_hyper
 from fastnn.kernels import _jit, split
 from fastnn.kernels.dense import SMALL_GEMM_RANGE, TILE_MAX, TRANSPOSE_MAX
+from test_kernels import HIDDEN, OPTS, OUTPUT, _data, _net
 
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2 and _jit.blas_thread_count() >= 2
 needs_two = pytest.mark.skipif(not TWO_CORES, reason="the split needs two cores and a BLAS "
                                                      "thread budget of two")
-HIDDEN = {"relu": K.RELU, "logistic": K.LOGISTIC, "tanh": K.TANH, "identity": K.IDENTITY}
-OUTPUT = {"softmax": (K.SOFTMAX, 3), "logistic": (K.LOGISTIC, 2), "identity": (K.IDENTITY, 2),
-          "exp": (K.EXP, 2)}
-OPTS = {"sgd": K.OPT_SGD, "nesterov": K.OPT_NESTEROV, "adam": K.OPT_ADAM}
 
 
 @pytest.fixture(autouse=True)
@@ -37,26 +34,6 @@ def fresh_choice(monkeypatch):
     # every test starts with no timings and the split taken at any size
     monkeypatch.setattr(_split, "_RECORD", {})
     monkeypatch.setattr(_split, "SPLIT_MIN", 0)
-
-
-def _net(rng, sizes, acts, dtype):
-    net = Network(sizes, acts, dtype, "numba")
-    net.init_glorot(rng, [6.0] * len(acts))
-    return net
-
-
-def _data(rng, n, net):
-    dtype, n_out, code = net.dtype, int(net.sizes[-1]), int(net.acts[-1])
-    x = rng.standard_normal((n, int(net.sizes[0]))).astype(dtype)
-    if code == K.SOFTMAX:
-        y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, n)]
-    elif code == K.LOGISTIC:
-        y = (rng.random((n, n_out)) < 0.5).astype(dtype)
-    elif code == K.EXP:
-        y = rng.poisson(1.5, (n, n_out)).astype(dtype)
-    else:
-        y = rng.standard_normal((n, n_out)).astype(dtype)
-    return x, y, rng.uniform(0.5, 2.0, n).astype(dtype)
 
 
 def _fit(net, x, y, sw, orders, batch_size, hyper, opt, force, monkeypatch, calls=1):
