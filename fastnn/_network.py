@@ -341,25 +341,24 @@ class Trainer:
         # the faster lately. The numbers are the same either way (fastnn._split).
         ordered = _split.in_split_order(net, x, self.batch_size)
         hyper[K.HYPER_L2_HALVES] = 1.0 if ordered else 0.0
+        key = engine = None
         if ordered and _split.two_threads():
             key = _split.workload_key(net, self.batch_size)
             engine = _split.choose(key)
             if engine == "split" and getattr(self, "_split", None) is None:
                 self._split = _split.SplitRunner(net, self.batch_size)
-            start = time.perf_counter()
-            if engine == "split":
-                done = self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
-                                          self.v, totals)
-            else:
-                done = int(net.engine.run_epochs(
-                    x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
-                    net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
-                    totals))
+        start = time.perf_counter()
+        if engine == "split":
+            done = self._split.epochs(x, y, sw, orders, hyper, t, self.opt_code, self.m,
+                                      self.v, totals)
+        else:
+            done = int(net.engine.run_epochs(
+                x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
+                net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work,
+                totals))
+        if key is not None:
             _split.record(key, engine, (time.perf_counter() - start) / max(orders.size, 1))
-            return done
-        return int(net.engine.run_epochs(
-            x, y, sw, orders, self.batch_size, net.theta, self.grad, self.m, self.v,
-            net.sizes, net.offsets, net.acts, hyper, t, self.opt_code, self.work, totals))
+        return done
 
 
 @contextmanager

@@ -30,12 +30,6 @@ def _halves(width):
     return first, width - first
 
 
-def applies(net, x, batch_size):
-    """Whether a fit of ``net`` on ``x`` may run on two threads: :func:`in_split_order`
-    and :func:`two_threads`."""
-    return in_split_order(net, x, batch_size) and two_threads()
-
-
 def in_split_order(net, x, batch_size):
     """Whether a fit of ``net`` on ``x`` is one the split takes, wherever two threads
     are to be had: the numba engine, dense rows, every hidden layer's width a multiple of

@@ -60,8 +60,8 @@ _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = sorted(
     ["EXP", "HYPER_ALPHA", "HYPER_BETA_1", "HYPER_BETA_2", "HYPER_CLIP_EPS", "HYPER_EPSILON",
-     "HYPER_GSCALE", "HYPER_L2_HALVES", "HYPER_LR", "HYPER_MOMENTUM", "IDENTITY", "LOGISTIC", "N_HYPER",
-     "OPT_ADAM", "OPT_NESTEROV", "OPT_SGD", "RELU", "SOFTMAX", "TANH"] + list(_HOME_OF))
+     "HYPER_GSCALE", "HYPER_L2_HALVES", "HYPER_LR", "HYPER_MOMENTUM", "IDENTITY", "LOGISTIC",
+     "N_HYPER", "OPT_ADAM", "OPT_NESTEROV", "OPT_SGD", "RELU", "SOFTMAX", "TANH"] + list(_HOME_OF))
 
 
 def __getattr__(name):

@@ -5,7 +5,7 @@ gradients and optimizer state, in a parameter buffer of its own laid out as ``th
 (its weights first, then its biases). Both hold the whole output layer and update it
 alike, so that the loss and the output's delta come out of whole rows in each thread.
 Every number comes out bit for bit the one-thread engine's (run_epochs), within the
-rule of fastnn._split.applies: hidden widths that are multiples of 32, so that each
+rule of fastnn._split.in_split_order: hidden widths that are multiples of 32, so that each
 half's column blocks are whole blocks of the register tiles and whole pairs of Adam's
 float64 vectors, and every product within the tiles, where the one-thread engine takes
 it too. ``delta @ w.T`` follows dense._grad_input's route on the whole weights (the
@@ -197,7 +197,7 @@ def run_epochs_split(me, x, y, sw, orders, batch_size, theta, grad, m, v, sizes,
                         for j in range(n_other):
                             for k in range(k_n):
                                 w_t[other_first + j, k] = w_other[k0 + k, j]
-                        # in the tiles, as the whole product (fastnn._split.applies)
+                        # in the tiles, as the whole product (fastnn._split.in_split_order)
                         tile_dot_gate_into(d_full, w_t, gate, relu, d_below)
                     else:
                         # as dense._grad_input: BLAS on whole weight rows, mine of them

@@ -230,30 +230,42 @@ def test_a_trainer_pickles_without_its_threads_buffers(rng, monkeypatch):
 
 
 # --- the dispatch rule and the choice --------------------------------------------------
-def _applies(sizes, batch_size=32, backend="numba", x=None, dtype=np.float64):
+def _in_order(sizes, batch_size=32, backend="numba", x=None, dtype=np.float64):
     net = Network(sizes, [K.RELU] * (len(sizes) - 2) + [K.SOFTMAX], dtype, backend)
-    return _split.applies(net, np.zeros((2, sizes[0]), dtype) if x is None else x, batch_size)
+    x = np.zeros((2, sizes[0]), dtype) if x is None else x
+    return _split.in_split_order(net, x, batch_size)
+
+
+def test_the_split_takes_the_fits_whose_numbers_are_the_one_threads(monkeypatch):
+    monkeypatch.setattr(_split, "SPLIT_MIN", 400000)
+    assert _in_order([64, 128, 64, 10])  # W-small: 545k multiply-adds a batch
+    assert not _in_order([4, 32, 32, 3], 16)  # too little work a batch
+    monkeypatch.setattr(_split, "SPLIT_MIN", 0)
+    assert _in_order([4, 32, 32, 3], 16)
+    assert not _in_order([64, 48, 10])  # widths not multiples of 32
+    assert not _in_order([64, 128, 33, 10])
+    assert not _in_order([64, 10])  # no hidden layer
+    assert not _in_order([64, 128, 10], backend="numpy")
+    assert not _in_order([64, 128, 10], x=sp.csr_matrix(np.zeros((2, 64))))
+    assert 64 * 64 * 128 > TILE_MAX
+    assert not _in_order([128, 128, 10], batch_size=64)  # a product past the tiles
+    assert _in_order([128, 128, 10], batch_size=2)  # ... unless the rows are few
+    assert 512 * 10 > TRANSPOSE_MAX
+    assert not _in_order([8, 512, 10], batch_size=4)  # the output's delta @ w.T in BLAS
 
 
 @needs_two
-def test_the_split_applies_where_its_numbers_are_the_one_threads(monkeypatch):
-    monkeypatch.setattr(_split, "SPLIT_MIN", 400000)
-    assert _applies([64, 128, 64, 10])  # W-small: 545k multiply-adds a batch
-    assert not _applies([4, 32, 32, 3], 16)  # too little work a batch
-    monkeypatch.setattr(_split, "SPLIT_MIN", 0)
-    assert _applies([4, 32, 32, 3], 16)
-    assert not _applies([64, 48, 10])  # widths not multiples of 32
-    assert not _applies([64, 128, 33, 10])
-    assert not _applies([64, 10])  # no hidden layer
-    assert not _applies([64, 128, 10], backend="numpy")
-    assert not _applies([64, 128, 10], x=sp.csr_matrix(np.zeros((2, 64))))
-    assert 64 * 64 * 128 > TILE_MAX
-    assert not _applies([128, 128, 10], batch_size=64)  # a product past the tiles
-    assert _applies([128, 128, 10], batch_size=2)  # ... unless the rows are few
-    assert 512 * 10 > TRANSPOSE_MAX
-    assert not _applies([8, 512, 10], batch_size=4)  # the output's delta @ w.T in BLAS
-    with blas_threads(1):  # n_threads=1, or a joblib worker's budget
-        assert not _applies([64, 128, 64, 10])
+def test_a_budget_of_one_thread_keeps_the_fit_on_one():
+    # n_threads=1, or a joblib worker's budget; the split's order holds all the same
+    assert _split.two_threads()
+    with blas_threads(1):
+        assert not _split.two_threads()
+        assert _in_order([64, 128, 64, 10])
+
+
+def test_the_split_needs_two_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert not _split.two_threads()
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
@@ -283,18 +295,6 @@ def test_an_estimators_numbers_do_not_depend_on_its_threads(alpha, monkeypatch):
             assert_allclose(a, b, **TOL[np.float64])
         else:
             assert_array_equal(a, b)
-
-
-def test_the_split_order_does_not_depend_on_the_threads():
-    net = Network([64, 128, 64, 10], [K.RELU, K.RELU, K.SOFTMAX], np.float64, "numba")
-    x = np.zeros((2, 64))
-    with blas_threads(1):
-        assert _split.in_split_order(net, x, 32) and not _split.applies(net, x, 32)
-
-
-def test_the_split_needs_two_cores(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert not _applies([64, 128, 64, 10])
 
 
 def test_the_choice_tries_both_then_takes_the_faster_and_times_the_other_again(monkeypatch):
